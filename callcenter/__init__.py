@@ -1,0 +1,1 @@
+"""Elder-care call-center engine."""
