@@ -1,0 +1,35 @@
+"""Errors raised by the sans-I/O SIP layer."""
+
+from __future__ import annotations
+
+
+class SipError(Exception):
+    """Base class for SIP protocol errors."""
+
+
+class SipParseError(SipError, ValueError):
+    """A message (or part of one) could not be parsed.
+
+    ``status`` is the response a server should send (400 by default, 505 for an unknown SIP version,
+    413 for an oversized message); ``partial`` holds the raw header lines that *could* be read so a
+    transport can still build that response (Via, From, To, Call-ID, CSeq). ``is_request`` is
+    ``None`` when not even the start line was understood.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int = 400,
+        partial: list[tuple[str, str]] | None = None,
+        is_request: bool | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.partial = partial or []
+        self.is_request = is_request
+
+
+class UriError(SipParseError):
+    """A SIP, SIPS or tel URI is malformed."""
