@@ -1,0 +1,278 @@
+"""Inbound calls: admit or refuse an INVITE, answer it, hold (or echo) until someone hangs up.
+
+Until the IVR exists, a dialled number found in the routing table is answered and held (or echoed
+for the 9196 echo test) until the caller hangs up or the maximum duration passes; unknown numbers
+get 404, and full trunks get 486 (only the emergency reserve is left) or 503.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from callcenter.calls.model import Call, CallState, EndReason, Leg
+from callcenter.calls.session import CallHandler
+from callcenter.calls.trunks import Admission
+from callcenter.media.ports import PortsExhausted
+from callcenter.sip.dialog import Dialog, new_tag
+from callcenter.sip.message import Request
+from callcenter.sip.sdp import NoCommonCodec, SdpError, build_offer, parse_answer
+from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
+from callcenter.sip.uri import SipUri, TelUri
+
+if TYPE_CHECKING:
+    from callcenter.calls.ua import UserAgentCore
+
+log = structlog.get_logger("callcenter.calls")
+
+Address = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    number: str
+    name: str
+    action: str = "hold"  # "hold" | "echo"
+    max_duration: float | None = None
+    answer_after: float = 0.0  # ring this long before answering
+    emergency: bool = False
+
+
+def dialled_number(request: Request) -> str | None:
+    uri = request.uri
+    if isinstance(uri, SipUri) and uri.user is not None:
+        user = uri.user_unescaped or ""
+        user = user.split(";", 1)[0]  # tel-style parameters in the user part (RFC 3261 §19.1.6)
+    elif isinstance(uri, TelUri):
+        user = uri.number
+    else:
+        return None
+    return re.sub(r"[\s\-.()]", "", user)
+
+
+def caller_number(request: Request) -> str:
+    uri = request.from_.uri
+    if isinstance(uri, SipUri):
+        return uri.user_unescaped or ""
+    if isinstance(uri, TelUri):
+        return uri.number
+    return str(uri)
+
+
+class InboundCalls(CallHandler):
+    def __init__(self, ua: UserAgentCore) -> None:
+        super().__init__(ua)
+        self.routes: dict[str, Route] = {}
+        self.max_calls = 10_000
+        self._retransmitters: dict[str, InviteOkRetransmitter] = {}
+        self.counters = {"offered": 0, "answered": 0, "rejected": 0, "cancelled": 0}
+
+    # -- a new INVITE ------------------------------------------------------------------------------
+    def on_invite(self, request: Request, stx: ServerTransaction, source: Address) -> None:
+        ua = self.ua
+        call_id = request.call_id
+        if not ua.accepting:
+            resp = ua.response(request, 503, "Service Unavailable (shutting down)", to_tag=new_tag())
+            resp.headers.add("Retry-After", "30")
+            stx.respond(resp)
+            ua.counters["rejected_shutdown"] += 1
+            return
+        if request.headers.get("Max-Forwards") == "0":
+            stx.respond(ua.response(request, 483, to_tag=new_tag()))
+            return
+        trunk = ua.trunks.by_source(source[1])
+        account: str | None = None
+        if trunk is None:
+            account = ua.registered_account(source)
+            if account is None and ua.authenticate_unknown:
+                account = ua.authenticate(request, stx)
+                if account is None:
+                    return
+        number = dialled_number(request)
+        route = self.routes.get(number or "")
+        if route is None:
+            self._reject(request, stx, 404, f"Not Found (no route for {number!r})" if number else None)
+            return
+        if trunk is not None:
+            admission = trunk.admit(route.emergency)
+            if admission is Admission.BUSY:
+                self._reject(request, stx, 486, "Busy Here (channels reserved for emergencies)")
+                return
+            if admission is Admission.FULL:
+                self._reject(request, stx, 503, "Service Unavailable (all trunk channels busy)")
+                return
+        if len(ua.calls) >= self.max_calls:
+            self._reject(request, stx, 503, "Service Unavailable (engine at capacity)")
+            return
+        if call_id in ua.calls:
+            self._reject(request, stx, 482, "Loop Detected")
+            return
+        now = ua.clock.seconds()
+        call = Call(
+            call_id=call_id,
+            direction="inbound",
+            from_uri=str(request.from_.uri),
+            to_uri=str(request.to.uri),
+            caller_number=caller_number(request),
+            caller_display=request.from_.display_name,
+            dialled=number or "",
+            source=source,
+            started_at=now,
+            trunk=trunk.name if trunk else None,
+            route_name=route.name,
+            emergency=route.emergency,
+        )
+        leg = Leg(role="caller", remote_address=source)
+        call.legs.append(leg)
+        try:
+            leg.media = self.open_media(call, route.action)
+        except PortsExhausted:
+            self._reject(request, stx, 503, "Service Unavailable (no media ports)")
+            return
+        answer_body = b""
+        try:
+            if request.body:
+                answer_body = self.sdp_answer(call, leg, request.body)
+            else:  # late offer: we offer in the 200 OK, the caller answers in the ACK
+                port = getattr(leg.media, "port", 9)
+                offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
+                leg.next_sdp_version()
+                leg.local_offer = offer
+                answer_body = bytes(offer)
+        except NoCommonCodec:
+            self._close_media(leg)
+            resp = ua.response(request, 488, to_tag=new_tag())
+            resp.headers.add("Warning", '305 callcenter "no common codec: PCMU or PCMA required"')
+            stx.respond(resp)
+            self.counters["rejected"] += 1
+            return
+        except SdpError as exc:
+            self._close_media(leg)
+            self._reject(request, stx, 400, f"Bad Request (SDP: {exc})")
+            return
+        if trunk is not None:
+            trunk.active_calls.add(call_id)
+        self.counters["offered"] += 1
+        local_tag = leg.local_tag = new_tag()
+        ua.call_started(call)
+        log.info(
+            "call.offered",
+            call_id=call_id,
+            caller=call.caller_number,
+            dialled=call.dialled,
+            route=route.name,
+            trunk=call.trunk,
+            account=account,
+            emergency=route.emergency,
+            source=f"{source[1]}:{source[2]}",
+        )
+        stx.on_cancel = lambda cancel: self._on_cancel(call, stx)
+        leg.invite_tx = stx
+        if route.answer_after > 0:
+            ringing = ua.response(request, 180, to_tag=local_tag)
+            ringing.headers.add("Contact", ua.contact(call.dialled, source[0]))
+            stx.respond(ringing)
+            call.transition(CallState.RINGING)
+            call.timers["answer"] = ua.clock.callLater(
+                route.answer_after, self._answer, call, request, stx, answer_body
+            )
+        else:
+            self._answer(call, request, stx, answer_body)
+
+    def _reject(self, request: Request, stx: ServerTransaction, status: int, reason: str | None = None) -> None:
+        self.counters["rejected"] += 1
+        log.info("call.rejected", call_id=request.call_id, status=status, reason=reason)
+        stx.respond(self.ua.response(request, status, reason, to_tag=new_tag()))
+
+    def _close_media(self, leg: Leg) -> None:
+        close = getattr(leg.media, "close", None)
+        if close is not None:
+            close()
+        leg.media = None
+
+    # -- answering ---------------------------------------------------------------------------------
+    def _answer(self, call: Call, request: Request, stx: ServerTransaction, body: bytes) -> None:
+        call.timers.pop("answer", None)
+        if call.state not in (CallState.OFFERED, CallState.RINGING):
+            return
+        call.caller_leg.invite_tx = None
+        ua = self.ua
+        leg = call.caller_leg
+        resp = ua.response(request, 200, to_tag=leg.local_tag)
+        contact = ua.contact(call.dialled or "callcenter", call.source[0])
+        resp.headers.add("Contact", contact)
+        resp.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO")
+        resp.headers.add("Content-Type", "application/sdp")
+        resp.body = body
+        leg.dialog = Dialog.from_uas(request, resp, contact)
+        stx.respond(resp)
+        if call.source[0] == "UDP":
+            # RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives.
+            retransmitter = InviteOkRetransmitter(
+                ua.clock, ua.send, bytes(resp), call.source, on_give_up=lambda: self._no_ack(call)
+            )
+            self._retransmitters[call.call_id] = retransmitter
+        call.transition(CallState.ANSWERED)
+        call.answered_at = ua.clock.seconds()
+        call.sip_status = 200
+        self.counters["answered"] += 1
+        route = self.routes.get(call.dialled)
+        self.arm_max_duration(call, route.max_duration if route else None)
+        log.info("call.answered", call_id=call.call_id, codec=leg.codec)
+        ua.call_answered(call)
+
+    def on_ack(self, call: Call, leg: Leg | None, request: Request) -> None:
+        retransmitter = self._retransmitters.pop(call.call_id, None)
+        if retransmitter is not None:
+            retransmitter.ack_received()
+        if call.state is CallState.ANSWERED:
+            offer = leg.local_offer if leg is not None else None
+            if offer is not None and request.body and leg is not None:
+                try:
+                    negotiated = parse_answer(offer, request.body)
+                    leg.codec = negotiated.codec
+                    leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
+                except SdpError as exc:
+                    log.warning("call.ack.bad_sdp", call_id=call.call_id, error=str(exc))
+                    call.transition(CallState.CONFIRMED)
+                    self.send_bye(call, leg, EndReason.FAILED)
+                    return
+            call.transition(CallState.CONFIRMED)
+
+    def _no_ack(self, call: Call) -> None:
+        self._retransmitters.pop(call.call_id, None)
+        if call.state is CallState.ANSWERED:
+            log.warning("call.ack.timeout", call_id=call.call_id)
+            self.send_bye(call, call.caller_leg, EndReason.TIMEOUT)
+
+    def _on_cancel(self, call: Call, stx: ServerTransaction) -> None:
+        if call.state not in (CallState.OFFERED, CallState.RINGING):
+            return
+        resp = self.ua.response(stx.request, 487, to_tag=call.caller_leg.local_tag)
+        stx.respond(resp)
+        self.counters["cancelled"] += 1
+        log.info("call.cancelled", call_id=call.call_id)
+        self.end(call, EndReason.CANCELLED, status=487, ended_by="remote")
+
+    # -- hanging up --------------------------------------------------------------------------------
+    def hangup(self, call: Call, reason: EndReason) -> None:
+        if call.state in (CallState.OFFERED, CallState.RINGING):
+            leg = call.caller_leg
+            status = 503 if reason is EndReason.SHUTDOWN else 480
+            if leg.invite_tx is not None:
+                leg.invite_tx.respond(self.ua.response(leg.invite_tx.request, status, to_tag=leg.local_tag))
+                leg.invite_tx = None
+            self.end(call, reason, status=status, ended_by="engine")
+        elif call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self._retransmitters.pop(call.call_id, None)
+            self.send_bye(call, call.caller_leg, reason)
+
+    def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:
+        retransmitter = self._retransmitters.pop(call.call_id, None)
+        if retransmitter is not None:
+            retransmitter.ack_received()
+        super().end(call, reason, status=status, ended_by=ended_by)
+

@@ -1,0 +1,189 @@
+"""What inbound and outbound calls share: in-dialog requests, hanging up with BYE, ending a call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from callcenter.calls.model import Call, CallState, EndReason, Leg
+from callcenter.sip.dialog import Dialog, DialogState
+from callcenter.sip.message import Request, Response
+from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, negotiate
+from callcenter.sip.transaction import ServerTransaction
+from callcenter.sip.uri import SipUri, parse_name_addr
+
+if TYPE_CHECKING:
+    from callcenter.calls.ua import UserAgentCore
+
+log = structlog.get_logger("callcenter.calls")
+
+Address = tuple[str, str, int]
+
+
+class CallHandler:
+    """Base of :class:`InboundCalls` and :class:`OutboundCalls`."""
+
+    def __init__(self, ua: UserAgentCore) -> None:
+        self.ua = ua
+        self.media_factory: object | None = None
+        self.media_address = "127.0.0.1"
+        self.max_call_duration: float = 3600.0
+
+    # -- media ------------------------------------------------------------------------------------
+    def open_media(self, call: Call, mode: str) -> object | None:
+        factory = self.media_factory
+        if factory is None:
+            return None
+        return factory(mode, call.call_id)  # type: ignore[operator]
+
+    def sdp_answer(self, call: Call, leg: Leg, offer_body: bytes) -> bytes:
+        """Negotiate an offer for ``leg``; raises SdpError / NoCommonCodec."""
+        offer = SessionDescription.parse(offer_body)
+        port = getattr(leg.media, "port", 0) or 9
+        answer = negotiate(
+            offer,
+            local_address=self.media_address,
+            local_port=port,
+            session_id=leg.sdp_session_id,
+            session_version=leg.next_sdp_version(),
+        )
+        leg.codec = answer.codec
+        leg.remote_media = (answer.remote_address, answer.remote_port)
+        return bytes(answer.description)
+
+    # -- signalling destinations -------------------------------------------------------------------
+    def dialog_destination(self, leg: Leg) -> Address:
+        """Where in-dialog requests go: the first route, else where the peer talked to us from."""
+        dialog = leg.dialog
+        assert leg.remote_address is not None
+        if dialog is not None and dialog.route_set:
+            uri = parse_name_addr(dialog.route_set[0]).uri
+            if isinstance(uri, SipUri):
+                transport = uri.transport.upper() if "transport" in uri.params else leg.remote_address[0]
+                return (transport, uri.bare_host, uri.default_port())
+        return leg.remote_address
+
+    # -- in-dialog requests from the peer ------------------------------------------------------------
+    def on_in_dialog(self, call: Call, request: Request, stx: ServerTransaction | None, source: Address) -> None:
+        leg = self.leg_for(call, request)
+        method = request.method
+        if method == "ACK":
+            self.on_ack(call, leg, request)
+            return
+        assert stx is not None
+        if leg is None or leg.dialog is None:
+            stx.respond(self.ua.response(request, 481))
+            return
+        if not leg.dialog.accept_remote_cseq(request):
+            stx.respond(self.ua.response(request, 500, "Server Internal Error (CSeq out of order)"))
+            return
+        if method == "BYE":
+            stx.respond(self.ua.response(request, 200))
+            log.info("call.bye.received", call_id=call.call_id)
+            self.end(call, EndReason.CALLER_BYE, ended_by="remote")
+        elif method == "INVITE":
+            self.on_reinvite(call, leg, request, stx)
+        elif method in ("INFO", "OPTIONS", "UPDATE"):
+            # DTMF relay (application/dtmf-relay) is interpreted by the media room; here we acknowledge it.
+            stx.respond(self.ua.response(request, 200))
+        else:
+            stx.respond(self.ua.response(request, 501))
+
+    def leg_for(self, call: Call, request: Request) -> Leg | None:
+        from_tag, to_tag = request.from_.tag, request.to.tag
+        for leg in call.legs:
+            d = leg.dialog
+            if d is not None and d.remote_tag == from_tag and d.local_tag == to_tag:
+                return leg
+        return None
+
+    def on_ack(self, call: Call, leg: Leg | None, request: Request) -> None:
+        """ACK for a 2xx; subclasses that answer calls override."""
+
+    def on_reinvite(self, call: Call, leg: Leg, request: Request, stx: ServerTransaction) -> None:
+        if call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
+            stx.respond(self.ua.response(request, 491))
+            return
+        assert leg.dialog is not None
+        resp = self.ua.response(request, 200, to_tag=leg.dialog.local_tag)
+        if request.body:
+            try:
+                body = self.sdp_answer(call, leg, request.body)
+            except NoCommonCodec:
+                stx.respond(self.ua.response(request, 488))
+                return
+            except SdpError as exc:
+                stx.respond(self.ua.response(request, 400, f"Bad Request (SDP: {exc})"))
+                return
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = body
+        leg.dialog.update_target(request)
+        resp.headers.add("Contact", leg.dialog.local_contact)
+        stx.respond(resp)
+        log.info("call.reinvite", call_id=call.call_id)
+
+    # -- hanging up --------------------------------------------------------------------------------
+    def send_bye(self, call: Call, leg: Leg, reason: EndReason) -> None:
+        dialog = leg.dialog
+        if dialog is None or dialog.state is DialogState.TERMINATED:
+            self.end(call, reason, ended_by="engine")
+            return
+        dest = self.dialog_destination(leg)
+        bye = dialog.create_request("BYE", self.ua.new_via(dest[0]))
+        bye.headers.add("User-Agent", self.ua.user_agent)
+        dialog.transition(DialogState.TERMINATED)
+        call.transition(CallState.ENDING)
+        log.info("call.bye.sent", call_id=call.call_id, reason=reason.value)
+
+        def done(_: Response | None = None) -> None:
+            if call.state is CallState.ENDING:
+                self.end(call, reason, ended_by="engine")
+
+        def on_response(resp: Response) -> None:
+            if resp.status >= 200:
+                done()
+
+        self.ua.txl.send_request(bye, dest, on_response=on_response, on_timeout=done)
+
+    def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.cancel_timers()
+        for leg in call.legs:
+            close = getattr(leg.media, "close", None)
+            if close is not None:
+                close()
+            if leg.dialog is not None and leg.dialog.state is not DialogState.TERMINATED:
+                leg.dialog.transition(DialogState.TERMINATED)
+        call.transition(CallState.ENDED)
+        call.ended_at = self.ua.clock.seconds()
+        call.end_reason = reason
+        if status is not None:
+            call.sip_status = status
+        call.ended_by = ended_by
+        duration = call.ended_at - (call.answered_at or call.ended_at)
+        log.info(
+            "call.ended",
+            call_id=call.call_id,
+            reason=reason.value,
+            sip_status=call.sip_status,
+            talk_seconds=round(duration, 3),
+            direction=call.direction,
+        )
+        self.ua.call_ended(call)
+
+    def arm_max_duration(self, call: Call, seconds: float | None) -> None:
+        limit = seconds or self.max_call_duration
+        call.timers["max_duration"] = self.ua.clock.callLater(limit, self._max_duration, call)
+
+    def _max_duration(self, call: Call) -> None:
+        call.timers.pop("max_duration", None)
+        log.info("call.max_duration", call_id=call.call_id)
+        self.hangup(call, EndReason.MAX_DURATION)
+
+    def hangup(self, call: Call, reason: EndReason) -> None:
+        raise NotImplementedError
+
+
+__all__ = ["CallHandler", "Dialog"]
