@@ -92,45 +92,34 @@ class InboundCalls(CallHandler):
                 if account is None:
                     return
         number = dialled_number(request)
-        route = self.routes.get(number or "")
-        if route is None:
-            self._reject(request, stx, 404, f"Not Found (no route for {number!r})" if number else None)
+        if call_id in ua.calls:
+            stx.respond(ua.response(request, 482, "Loop Detected", to_tag=new_tag()))
             return
+        route = self.routes.get(number or "")
+        trunk_name = trunk.name if trunk else None
+        if route is None:
+            reason = f"Not Found (no route for {number!r})" if number else None
+            self._reject(request, stx, 404, reason, self._new_call(request, source, number or "", trunk_name, None))
+            return
+        refusal: tuple[int, str] | None = None
         if trunk is not None:
             admission = trunk.admit(route.emergency)
             if admission is Admission.BUSY:
-                self._reject(request, stx, 486, "Busy Here (channels reserved for emergencies)")
-                return
-            if admission is Admission.FULL:
-                self._reject(request, stx, 503, "Service Unavailable (all trunk channels busy)")
-                return
-        if len(ua.calls) >= self.max_calls:
-            self._reject(request, stx, 503, "Service Unavailable (engine at capacity)")
+                refusal = (486, "Busy Here (channels reserved for emergencies)")
+            elif admission is Admission.FULL:
+                refusal = (503, "Service Unavailable (all trunk channels busy)")
+        if refusal is None and len(ua.calls) >= self.max_calls:
+            refusal = (503, "Service Unavailable (engine at capacity)")
+        if refusal is not None:
+            self._reject(request, stx, *refusal, self._new_call(request, source, number or "", trunk_name, route))
             return
-        if call_id in ua.calls:
-            self._reject(request, stx, 482, "Loop Detected")
-            return
-        now = ua.clock.seconds()
-        call = Call(
-            call_id=call_id,
-            direction="inbound",
-            from_uri=str(request.from_.uri),
-            to_uri=str(request.to.uri),
-            caller_number=caller_number(request),
-            caller_display=request.from_.display_name,
-            dialled=number or "",
-            source=source,
-            started_at=now,
-            trunk=trunk.name if trunk else None,
-            route_name=route.name,
-            emergency=route.emergency,
-        )
+        call = self._new_call(request, source, number or "", trunk.name if trunk else None, route)
         leg = Leg(role="caller", remote_address=source)
         call.legs.append(leg)
         try:
             leg.media = self.open_media(call, route.action)
         except PortsExhausted:
-            self._reject(request, stx, 503, "Service Unavailable (no media ports)")
+            self._reject(request, stx, 503, "Service Unavailable (no media ports)", call)
             return
         answer_body = b""
         try:
@@ -144,14 +133,12 @@ class InboundCalls(CallHandler):
                 answer_body = bytes(offer)
         except NoCommonCodec:
             self._close_media(leg)
-            resp = ua.response(request, 488, to_tag=new_tag())
-            resp.headers.add("Warning", '305 callcenter "no common codec: PCMU or PCMA required"')
-            stx.respond(resp)
-            self.counters["rejected"] += 1
+            warning = '305 callcenter "no common codec: PCMU or PCMA required"'
+            self._reject(request, stx, 488, None, call, warning=warning)
             return
         except SdpError as exc:
             self._close_media(leg)
-            self._reject(request, stx, 400, f"Bad Request (SDP: {exc})")
+            self._reject(request, stx, 400, f"Bad Request (SDP: {exc})", call)
             return
         if trunk is not None:
             trunk.active_calls.add(call_id)
@@ -182,10 +169,43 @@ class InboundCalls(CallHandler):
         else:
             self._answer(call, request, stx, answer_body)
 
-    def _reject(self, request: Request, stx: ServerTransaction, status: int, reason: str | None = None) -> None:
+    def _new_call(
+        self, request: Request, source: Address, number: str, trunk: str | None, route: Route | None
+    ) -> Call:
+        return Call(
+            call_id=request.call_id,
+            direction="inbound",
+            from_uri=str(request.from_.uri),
+            to_uri=str(request.to.uri),
+            caller_number=caller_number(request),
+            caller_display=request.from_.display_name,
+            dialled=number,
+            source=source,
+            started_at=self.ua.clock.seconds(),
+            trunk=trunk,
+            route_name=route.name if route else None,
+            emergency=route.emergency if route else False,
+        )
+
+    def _reject(
+        self,
+        request: Request,
+        stx: ServerTransaction,
+        status: int,
+        reason: str | None,
+        call: Call,
+        *,
+        warning: str | None = None,
+    ) -> None:
+        """Refuse a call we identified (it still gets a call record: every call is kept)."""
         self.counters["rejected"] += 1
-        log.info("call.rejected", call_id=request.call_id, status=status, reason=reason)
-        stx.respond(self.ua.response(request, status, reason, to_tag=new_tag()))
+        log.info("call.rejected", call_id=request.call_id, status=status, reason=reason, dialled=call.dialled)
+        resp = self.ua.response(request, status, reason, to_tag=new_tag())
+        if warning:
+            resp.headers.add("Warning", warning)
+        stx.respond(resp)
+        self.ua.call_started(call)
+        self.end(call, EndReason.REJECTED, status=status, ended_by="engine")
 
     def _close_media(self, leg: Leg) -> None:
         close = getattr(leg.media, "close", None)

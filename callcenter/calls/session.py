@@ -50,7 +50,7 @@ class CallHandler:
         )
         leg.codec = answer.codec
         leg.remote_media = (answer.remote_address, answer.remote_port)
-        return bytes(answer.description)
+        return bytes(answer.sdp)
 
     # -- signalling destinations -------------------------------------------------------------------
     def dialog_destination(self, leg: Leg) -> Address:

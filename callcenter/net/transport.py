@@ -103,9 +103,12 @@ class SipTransport:
         return host, bound.port
 
     async def stop_listening(self) -> None:
-        from twisted.internet.defer import DeferredList
+        import asyncio
 
-        await DeferredList([p.stopListening() for p in self._ports if p is not None], consumeErrors=True)
+        from twisted.internet.defer import DeferredList, maybeDeferred
+
+        stopping = DeferredList([maybeDeferred(p.stopListening) for p in self._ports], consumeErrors=True)
+        await stopping.asFuture(asyncio.get_running_loop())
         for conn in list(self._tcp.values()):
             conn.transport.loseConnection()
         self._ports.clear()

@@ -1,0 +1,185 @@
+"""The composition root: configuration → parts → reactor. The only place that wires rooms together."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from callcenter.bus.inprocess import InProcessBus
+from callcenter.calls.inbound import Route
+from callcenter.calls.records import CallRecorder
+from callcenter.calls.trunk_registration import TrunkRegistration
+from callcenter.calls.trunks import TrunkSet
+from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
+from callcenter.config import Config
+from callcenter.media.ports import MediaEndpoint, RtpPortPool
+from callcenter.net.flood import FloodGuard
+from callcenter.net.transport import SipTransport
+from callcenter.sip.digest import AccountSecret
+from callcenter.store.cdr import CdrWriter
+from callcenter.store.db import create_engine_for, run_migrations
+
+log = structlog.get_logger("callcenter.app")
+
+
+def _account_secret(account: Any) -> AccountSecret:
+    if account.password is not None:
+        return AccountSecret.from_password(account.password)
+    return AccountSecret.from_ha1(md5=account.ha1)
+
+
+class Engine:
+    """One engine node: SIP transport, user-agent core, call handlers, CDR writer, bus."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.bus = InProcessBus()
+        self.db: Any = None
+        self.cdr: CdrWriter | None = None
+        self.transport: SipTransport | None = None
+        self.ua: UserAgentCore | None = None
+        self.registrations: list[TrunkRegistration] = []
+        self._stopping: asyncio.Future[None] | None = None
+
+    # -- start ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        data_dir = Path(cfg.engine.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        url = cfg.database_url()
+        await asyncio.get_running_loop().run_in_executor(None, run_migrations, url)
+        self.db = create_engine_for(url)
+        self.cdr = CdrWriter(self.db)
+        await self.cdr.start()
+
+        sip = cfg.sip
+        flood = FloodGuard(rate=sip.flood.rate, burst=sip.flood.burst, ban_seconds=sip.flood.ban_seconds)
+        transport = SipTransport(
+            self.reactor,
+            self._on_message,
+            flood=flood,
+            max_size=sip.max_message_size,
+            max_headers=sip.max_headers,
+        )
+        self.transport = transport
+        for spec in sip.listen:
+            if spec.transport == "udp":
+                transport.listen_udp(spec.host, spec.port)
+            else:
+                transport.listen_tcp(spec.host, spec.port)
+
+        accounts = [
+            Account(
+                username=a.username,
+                secret=_account_secret(a),
+                kind=a.kind,
+                display_name=a.display_name,
+                max_bindings=a.max_bindings,
+            )
+            for a in cfg.accounts
+        ]
+        ua = UserAgentCore(
+            self.reactor,
+            transport.send,
+            domain=sip.domain,
+            realm=sip.realm,
+            accounts=accounts,
+            trunks=TrunkSet.from_config(cfg.trunks),
+            flood=flood,
+            local_addresses=transport.addresses,
+            user_agent=sip.user_agent,
+            authenticate_unknown=sip.authenticate_unknown,
+            trust_registered_source=sip.trust_registered_source,
+            registration=RegistrationPolicy(
+                min_expires=sip.registration.min_expires,
+                max_expires=sip.registration.max_expires,
+                default_expires=sip.registration.default_expires,
+            ),
+            nonce_lifetime=sip.nonce_lifetime,
+            secret=secrets.token_bytes(32),
+        )
+        self.ua = ua
+        pool = RtpPortPool(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
+
+        def media_factory(mode: str, call_id: str) -> MediaEndpoint:
+            return MediaEndpoint(self.reactor, pool, cfg.media.address, mode, call_id)
+
+        for handler in (ua.inbound, ua.outbound):
+            handler.media_factory = media_factory
+            handler.media_address = cfg.media.address
+            handler.max_call_duration = cfg.engine.max_call_duration
+        ua.inbound.max_calls = cfg.engine.max_calls
+        ua.inbound.routes = {
+            r.number: Route(
+                number=r.number,
+                name=r.name,
+                action=r.action,
+                max_duration=r.max_duration,
+                answer_after=r.answer_after,
+                emergency=r.emergency,
+            )
+            for r in cfg.routing.numbers
+        }
+        ua.observers.append(CallRecorder(self.cdr, self.bus, node=cfg.engine.node_name))
+        for trunk in ua.trunks.trunks.values():
+            if trunk.register:
+                reg = TrunkRegistration(ua, trunk)
+                self.registrations.append(reg)
+                reg.start()
+        log.info(
+            "engine.started",
+            node=cfg.engine.node_name,
+            sip=[f"{t.lower()}:{h}:{p}" for t, (h, p) in transport.addresses.items()],
+            database=url.split("://", 1)[0],
+            routes=len(ua.inbound.routes),
+            trunks=len(ua.trunks.trunks),
+            accounts=len(accounts),
+        )
+
+    def _on_message(self, msg: Any, source: tuple[str, str, int]) -> None:
+        if self.ua is not None:
+            self.ua.receive(msg, source)
+
+    # -- stop -----------------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Graceful shutdown: refuse new calls, BYE the active ones, flush records."""
+        if self._stopping is not None:
+            await self._stopping
+            return
+        self._stopping = asyncio.get_running_loop().create_future()
+        ua = self.ua
+        try:
+            if ua is not None:
+                ua.stop_accepting()
+                active = len(ua.calls)
+                log.info("engine.stopping", active_calls=active)
+                for reg in self.registrations:
+                    reg.stop(unregister=True)
+                ua.hangup_all(_shutdown_reason())
+                deadline = asyncio.get_running_loop().time() + self.config.engine.shutdown_grace
+                while ua.calls and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                for call in list(ua.calls.values()):  # no answer to our BYE in time: end them locally
+                    handler = ua.inbound if call.direction == "inbound" else ua.outbound
+                    handler.end(call, _shutdown_reason(), ended_by="engine")
+                ua.close()
+            if self.transport is not None:
+                await self.transport.stop_listening()
+            if self.cdr is not None:
+                await self.cdr.close()
+            if self.db is not None:
+                await self.db.dispose()
+            log.info("engine.stopped")
+        finally:
+            self._stopping.set_result(None)
+
+
+def _shutdown_reason() -> Any:
+    from callcenter.calls.model import EndReason
+
+    return EndReason.SHUTDOWN

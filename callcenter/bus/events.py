@@ -1,0 +1,89 @@
+"""Typed domain events. Frozen dataclasses: safe to hand to many subscribers, and to serialise for the Redis
+bus (``to_dict`` / ``event_from_dict``). Every event has a dotted ``name`` and a UTC timestamp ``at``."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    name: ClassVar[str] = "event"
+    at: datetime = field(default_factory=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = value.isoformat() if isinstance(value, datetime) else value
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStarted(Event):
+    """A call arrived (inbound) or was placed (outbound); nothing answered yet."""
+
+    name: ClassVar[str] = "call.started"
+    call_id: str
+    direction: str  # "inbound" | "outbound"
+    from_number: str | None = None
+    from_display: str | None = None
+    to_number: str | None = None  # the DID / dialled number
+    trunk: str | None = None
+    source: str | None = None  # "ip:port"
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered(Event):
+    name: ClassVar[str] = "call.answered"
+    call_id: str
+    answered_by: str | None = None  # engine action ("hold", "echo"), agent id, or remote party
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded(Event):
+    name: ClassVar[str] = "call.ended"
+    call_id: str
+    reason: str  # "caller_bye", "local_bye", "cancelled", "rejected", "timeout", "shutdown", "max_duration" …
+    sip_status: int | None = None  # final status of the INVITE
+    ended_by: str | None = None
+    duration: float | None = None  # seconds from answer to end (None if never answered)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationChanged(Event):
+    """A binding was added, refreshed or removed (``expires == 0``)."""
+
+    name: ClassVar[str] = "registration.changed"
+    aor: str
+    contact: str
+    expires: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrunkStateChanged(Event):
+    name: ClassVar[str] = "trunk.state_changed"
+    trunk: str
+    state: str  # "up" | "down" | "registering" | "failed"
+    reason: str | None = None
+    active_calls: int | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.name: cls for cls in (CallStarted, CallAnswered, CallEnded, RegistrationChanged, TrunkStateChanged)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The inverse of ``Event.to_dict`` for the known event types."""
+    values = dict(data)
+    cls = EVENT_TYPES[values.pop("name")]
+    if isinstance(values.get("at"), str):
+        values["at"] = datetime.fromisoformat(values["at"])
+    return cls(**values)

@@ -1,0 +1,456 @@
+"""Typed engine configuration: a YAML file, then ``CALLCENTER__SECTION__KEY`` environment variables, then
+explicit overrides (CLI), validated by pydantic models. Every problem is reported at once, each as
+``file:line:column: dotted.key: what was expected`` (or the environment variable / override that set it)."""
+
+import ipaddress
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from callcenter.yamlsource import Loc, SourceIssue, apply_env, apply_overrides, locate, parse_yaml, validation_issues
+from callcenter.yamlsource import invalid as _invalid
+from callcenter.yamlsource import show_value as _show
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "callcenter.yaml"
+ENV_PREFIX = "CALLCENTER__"
+ConfigIssue = SourceIssue
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``issues`` lists every problem, str() gives one line per problem."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})$")
+_NUMBER = re.compile(r"^\+?[0-9]+$")
+
+
+def _matching(regex: str, what: str) -> AfterValidator:
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise _invalid(f"expected {what}, got {_show(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Name = Annotated[str, _matching(r"^[A-Za-z0-9._-]+$", "letters, digits, '.', '_' or '-'")]
+SipUser = Annotated[str, _matching(r"^[A-Za-z0-9._~+-]+$", "letters, digits or one of . _ ~ + -")]
+Ha1 = Annotated[str, _matching(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{64})$", "32 (MD5) or 64 (SHA-256) hex digits")]
+RedisUrl = Annotated[str, _matching(r"^(redis|rediss|unix)://", 'a URL like "redis://127.0.0.1:6379/0"')]
+
+
+def _split_hostport(text: str) -> tuple[str, int] | None:
+    match = _HOSTPORT.match(text.strip())
+    if match is None or int(match["port"]) > 65535:
+        return None
+    if match["v6"]:
+        try:
+            ipaddress.IPv6Address(match["v6"].split("%")[0])
+        except ValueError:
+            return None
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def _hostport_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _number(value: str) -> str:
+    """Phone numbers / DIDs: digits with an optional leading '+'; spaces and dashes are ignored."""
+    number = re.sub(r"[\s-]", "", value)
+    if not _NUMBER.match(number):
+        raise _invalid(f'expected digits with an optional leading "+", got {_show(value)}')
+    return number
+
+
+def _unique(values: list[Any], what: str) -> list[tuple[Loc, str]]:
+    seen: dict[Any, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for index, value in enumerate(values):
+        if value in seen:
+            problems.append(((index,), f"duplicate {what} {_show(value)} (first at index {seen[value]})"))
+        seen.setdefault(value, index)
+    return problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, data: Any) -> Any:
+        """``key:`` with no value in YAML (null) means "use the default" for keys that have one."""
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
+        return data
+
+
+class HostPort(_Section):
+    """``HOST:PORT`` (IPv6 as ``[::1]:8080``); port 0 asks the OS for a free port."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            parsed = _split_hostport(data)
+            if parsed is None:
+                raise _invalid(f'expected "HOST:PORT", got {_show(data)}')
+            return {"host": parsed[0], "port": parsed[1]}
+        return data
+
+    def __str__(self) -> str:
+        return _hostport_text(self.host, self.port)
+
+
+class ListenSpec(_Section):
+    """A SIP listening socket, written ``udp:HOST:PORT`` or ``tcp:HOST:PORT``."""
+
+    transport: Literal["udp", "tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            transport, _, rest = data.strip().partition(":")
+            parsed = _split_hostport(rest)
+            if transport.lower() not in ("udp", "tcp") or parsed is None:
+                raise _invalid(f'expected "udp:HOST:PORT" or "tcp:HOST:PORT", got {_show(data)}')
+            return {"transport": transport.lower(), "host": parsed[0], "port": parsed[1]}
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.transport}:{_hostport_text(self.host, self.port)}"
+
+
+class EngineConfig(_Section):
+    node_name: Name = "node1"
+    data_dir: Path = Path("data")
+    max_call_duration: float = Field(3600.0, gt=0)
+    shutdown_grace: float = Field(5.0, ge=0)
+    max_calls: int = Field(2000, ge=1)
+
+
+class FloodConfig(_Section):
+    rate: float = Field(50.0, gt=0)
+    burst: int = Field(200, ge=1)
+    ban_seconds: float = Field(60.0, ge=0)
+
+
+class RegistrationConfig(_Section):
+    min_expires: int = Field(60, ge=1)
+    max_expires: int = Field(3600, ge=1)
+    default_expires: int = Field(600, ge=1)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.min_expires > self.max_expires:
+            raise _invalid(problems=[(("max_expires",), f"must be >= min_expires ({self.min_expires}), "
+                                                        f"got {self.max_expires}")])
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise _invalid(problems=[(("default_expires",), f"must be between min_expires ({self.min_expires}) "
+                                      f"and max_expires ({self.max_expires}), got {self.default_expires}")])
+        return self
+
+
+def _default_listen() -> list[ListenSpec]:
+    return [ListenSpec(transport=t, host="127.0.0.1", port=5060) for t in ("udp", "tcp")]
+
+
+class SipConfig(_Section):
+    listen: list[ListenSpec] = Field(default_factory=_default_listen, min_length=1)
+    domain: str = Field("callcenter.local", min_length=1)
+    realm: str = Field("callcenter.local", min_length=1)
+    user_agent: str = "callcenter/0.1"
+    authenticate_unknown: bool = True
+    trust_registered_source: bool = True
+    max_message_size: int = Field(65535, ge=1024)
+    max_headers: int = Field(256, ge=16)
+    flood: FloodConfig = Field(default_factory=FloodConfig)
+    nonce_lifetime: int = Field(300, ge=1)
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _realm_defaults_to_domain(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("realm"):
+            domain = data.get("domain")
+            data = {**data, "realm": domain if isinstance(domain, str) and domain else "callcenter.local"}
+        return data
+
+    @field_validator("listen")
+    @classmethod
+    def _no_duplicate_listeners(cls, value: list[ListenSpec]) -> list[ListenSpec]:
+        if problems := _unique([str(spec) for spec in value], "listener"):
+            raise _invalid(problems=problems)
+        return value
+
+
+class HttpConfig(_Section):
+    listen: HostPort = Field(default_factory=lambda: HostPort(host="127.0.0.1", port=8080))
+
+
+_SYNC_URLS = {"sqlite": "sqlite+aiosqlite", "sqlite+pysqlite": "sqlite+aiosqlite",
+              "postgresql": "postgresql+asyncpg", "postgresql+psycopg2": "postgresql+asyncpg"}
+
+
+class DatabaseConfig(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _async_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, _ = value.partition("://")
+        if not sep or not scheme:
+            raise _invalid(f'expected a database URL like "sqlite+aiosqlite:///data/callcenter.db", '
+                           f"got {_show(value)}")
+        if scheme in _SYNC_URLS:
+            raise _invalid(f'expected an asyncio driver (e.g. "{_SYNC_URLS[scheme]}://"), got {_show(value)}')
+        return value
+
+
+class BusConfig(_Section):
+    kind: Literal["inprocess", "redis"] = "inprocess"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+
+
+class RecordingsConfig(_Section):
+    root: Path = Path("recordings")
+
+
+class MediaConfig(_Section):
+    address: str = "127.0.0.1"
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(30000, ge=1024, le=65534)
+
+    @field_validator("address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise _invalid(f"expected an IP address (it is written into SDP), got {_show(value)}") from None
+        return value
+
+    @field_validator("rtp_port_min", "rtp_port_max")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise _invalid(f"expected an even port number (RTP uses even ports), got {value}")
+        return value
+
+    @field_validator("rtp_port_max")
+    @classmethod
+    def _above_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("rtp_port_min")
+        if low is not None and value <= low:
+            raise _invalid(f"expected a port greater than rtp_port_min ({low}), got {value}")
+        return value
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class AccountConfig(_Section):
+    """A SIP account: an operator's desk phone or an elder's terminal that registers directly."""
+
+    username: SipUser
+    password: str | None = Field(None, min_length=1, repr=False)
+    ha1: Ha1 | None = Field(None, repr=False)
+    kind: Literal["phone", "terminal"] = "phone"
+    display_name: str | None = None
+    max_bindings: int = Field(5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _has_secret(self) -> Self:
+        if self.password is None and self.ha1 is None:
+            raise _invalid("either 'password' or 'ha1' is required")
+        return self
+
+
+# A trunk key is called "register"; it shadows ABCMeta.register on the class only (instances are fine).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class TrunkConfig(_Section):
+        """A carrier trunk (line group): where its calls come from and which DIDs it delivers."""
+
+        name: Name
+        host: str = Field(min_length=1)
+        port: int = Field(5060, ge=1, le=65535)
+        transport: Literal["udp", "tcp"] = "udp"
+        username: str | None = None
+        password: str | None = Field(None, repr=False)
+        register: bool = False
+        register_expires: int = Field(600, ge=60)
+        channels: int = Field(30, ge=1)
+        emergency_reserve: int = Field(2, ge=0)
+        dids: list[str] = Field(default_factory=list)
+        outbound: bool = True
+
+        @field_validator("emergency_reserve")
+        @classmethod
+        def _below_channels(cls, value: int, info: ValidationInfo) -> int:
+            channels = info.data.get("channels")
+            if channels is not None and value >= channels:
+                raise _invalid(f"expected fewer than channels ({channels}), got {value}")
+            return value
+
+        @field_validator("dids")
+        @classmethod
+        def _normalise_dids(cls, value: list[str]) -> list[str]:
+            numbers: list[str] = []
+            problems: list[tuple[Loc, str]] = []
+            for index, did in enumerate(value):
+                try:
+                    numbers.append(_number(did))
+                except PydanticCustomError as exc:
+                    problems.append(((index,), exc.context["message"] if exc.context else str(exc)))
+            if problems or (problems := _unique(numbers, "DID")):
+                raise _invalid(problems=problems)
+            return numbers
+
+        @model_validator(mode="after")
+        def _credentials_to_register(self) -> Self:
+            if self.register and not self.username:
+                raise _invalid(problems=[(("username",), "required when 'register' is true")])
+            return self
+
+
+class RouteNumber(_Section):
+    """A number the center answers (a hotline, a button's DID, a test number) and what to do with it."""
+
+    number: str
+    name: str = Field(min_length=1)
+    action: Literal["hold", "echo"] = "hold"
+    max_duration: float | None = Field(None, gt=0)
+    answer_after: float = Field(0.0, ge=0, le=300)
+    emergency: bool = False
+
+    @field_validator("number")
+    @classmethod
+    def _check_number(cls, value: str) -> str:
+        return _number(value)
+
+
+class RoutingConfig(_Section):
+    numbers: list[RouteNumber] = Field(default_factory=list)
+
+    @field_validator("numbers")
+    @classmethod
+    def _unique_numbers(cls, value: list[RouteNumber]) -> list[RouteNumber]:
+        if problems := _unique([route.number for route in value], "number"):
+            raise _invalid(problems=[(loc + ("number",), text) for loc, text in problems])
+        return value
+
+
+class Config(_Section):
+    """The whole engine configuration (see config/callcenter.yaml for what each key means)."""
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sip: SipConfig = Field(default_factory=SipConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    bus: BusConfig = Field(default_factory=BusConfig)
+    recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    trunks: list[TrunkConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, value: list[AccountConfig]) -> list[AccountConfig]:
+        if problems := _unique([account.username for account in value], "username"):
+            raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
+        return value
+
+    @field_validator("trunks")
+    @classmethod
+    def _unique_trunks(cls, value: list[TrunkConfig]) -> list[TrunkConfig]:
+        problems = [(loc + ("name",), text) for loc, text in _unique([t.name for t in value], "trunk name")]
+        owner: dict[str, str] = {}
+        for index, trunk in enumerate(value):
+            for did_index, did in enumerate(trunk.dids):
+                if did in owner and owner[did] != trunk.name:
+                    problems.append(((index, "dids", did_index), f"DID {_show(did)} is already on trunk "
+                                                                  f"{_show(owner[did])}"))
+                owner.setdefault(did, trunk.name)
+        if problems:
+            raise _invalid(problems=problems)
+        return value
+
+    def database_url(self) -> str:
+        """``database.url``, or an SQLite file ``callcenter.db`` under ``engine.data_dir``."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.engine.data_dir / 'callcenter.db').resolve()}"
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] = os.environ,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load ``path`` (default: the packaged config/callcenter.yaml), then apply ``CALLCENTER__SECTION__KEY``
+    environment variables (values parsed as YAML scalars), then ``overrides`` (nested dicts and/or dotted keys,
+    e.g. ``{"sip.domain": "x"}``). Raises ConfigError listing every problem."""
+    file = DEFAULT_CONFIG_PATH if path is None else Path(path)
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(source, None, None, "", f"cannot read the configuration file: {exc}")]) \
+            from None
+    root, data, issues = parse_yaml(text, source)
+    if issues and root is None:
+        raise ConfigError(issues)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        message = f"expected a mapping of sections at the top level, got {_show(data)}"
+        raise ConfigError([locate((), message, root, source, {})])
+    origins: dict[Loc, str] = {}
+    apply_env(Config, data, env, ENV_PREFIX, origins, issues)
+    apply_overrides(data, overrides or {}, origins, issues)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        issues += validation_issues(Config, exc, root, source, origins)
+    if issues:
+        in_file = sorted((i for i in issues if i.line is not None), key=lambda i: (i.line or 0, i.column or 0))
+        raise ConfigError(in_file + [i for i in issues if i.line is None])
+    return config
