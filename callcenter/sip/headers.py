@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from callcenter.sip.errors import SipParseError
-from callcenter.sip.uri import UriError, parse_header_params
+from callcenter.sip.uri import UriError, check_host, parse_header_params
 
 COMPACT_FORMS: dict[str, str] = {
     "i": "Call-ID",
@@ -19,44 +19,72 @@ COMPACT_FORMS: dict[str, str] = {
     "k": "Supported",
     "t": "To",
     "v": "Via",
-    "o": "Event",
-    "r": "Refer-To",
-    "b": "Referred-By",
-    "u": "Allow-Events",
-    "x": "Session-Expires",
+    "o": "Event",  # RFC 6665
+    "r": "Refer-To",  # RFC 3515
+    "b": "Referred-By",  # RFC 3892
+    "u": "Allow-Events",  # RFC 6665
+    "x": "Session-Expires",  # RFC 4028
+    "a": "Accept-Contact",  # RFC 3841
+    "j": "Reject-Contact",  # RFC 3841
+    "d": "Request-Disposition",  # RFC 3841
+    "y": "Identity",  # RFC 8224
+    "n": "Identity-Info",  # RFC 4474
 }
 
 _CANONICAL: dict[str, str] = {
     name.lower(): name
     for name in (
-        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
-        "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
-        "Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
-        "Error-Info", "Event", "Expires", "From", "In-Reply-To", "Max-Forwards", "Min-Expires",
-        "Min-SE", "MIME-Version", "Organization", "P-Asserted-Identity", "P-Preferred-Identity",
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+        "Content-Disposition", "Content-Encoding", "Content-ID", "Content-Language", "Content-Length",
+        "Content-Type", "CSeq", "Date", "Diversion", "Error-Info", "Event", "Expires", "From",
+        "History-Info", "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires",
+        "Min-SE", "MIME-Version", "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
         "Priority", "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck",
-        "Reason", "Record-Route", "Refer-To", "Referred-By", "Reply-To", "Require", "Retry-After",
-        "Route", "RSeq", "Server", "Session-Expires", "Subject", "Subscription-State", "Supported",
+        "Reason", "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Replaces", "Reply-To",
+        "Request-Disposition", "Require", "Retry-After", "Route", "RSeq", "Server", "Service-Route",
+        "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject", "Subscription-State", "Supported",
         "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
     )
 }
+
+# Exact spellings seen on the wire → canonical name: a dict hit avoids lower()/title-casing for the
+# common cases (canonical, lower-case, upper-case and compact forms). Bounded: built once here.
+_FAST: dict[str, str] = {}
+for _canon in _CANONICAL.values():
+    _FAST[_canon] = _FAST[_canon.lower()] = _FAST[_canon.upper()] = _canon
+    _FAST[_canon.title()] = _canon
+for _short, _canon in COMPACT_FORMS.items():
+    _FAST[_short] = _FAST[_short.upper()] = _canon
+del _short, _canon
 
 # Headers whose values may be comma-separated lists (RFC 3261 §7.3.1). Authorization-style headers,
 # Date and the like contain commas inside a single value and must never be split.
 MULTI_VALUE: frozenset[str] = frozenset(
     {
-        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
-        "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Error-Info", "In-Reply-To",
-        "Proxy-Require", "Record-Route", "Require", "Route", "Supported", "Unsupported", "Via",
-        "Warning", "P-Asserted-Identity", "Reason",
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Diversion",
+        "Error-Info", "History-Info", "In-Reply-To", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
+        "Proxy-Require", "Reason", "Record-Route", "Reject-Contact", "Request-Disposition", "Require",
+        "Route", "Service-Route", "Supported", "Unsupported", "Via", "Warning",
     }
 )
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN_RE = re.compile(rf"[{_TOKEN_CHARS}]+")
+_VIA_RE = re.compile(
+    rf"[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)"
+    r"[ \t]+(\[[^\]]*\]|[^;:\[\] \t]+)(?:[ \t]*:[ \t]*([^; \t]*))?[ \t]*(.*)",
+    re.S,
+)
+_LWS_SPLIT_RE = re.compile(r"[ \t]+")
 
 
 def canonical_name(name: str) -> str:
     """``call-id`` → ``Call-ID``, ``i`` → ``Call-ID``; unknown names are title-cased per word."""
+    known = _FAST.get(name)
+    if known is not None:
+        return known
     lower = name.lower()
     if len(lower) == 1 and lower in COMPACT_FORMS:
         return COMPACT_FORMS[lower]
@@ -67,13 +95,21 @@ def canonical_name(name: str) -> str:
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN_RE.match(text))
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def split_values(value: str) -> list[str]:
-    """Split a comma-separated header value, respecting quoted strings and <URIs>."""
+    """Split a comma-separated header value, respecting quoted strings and <URIs>.
+
+    Elements are stripped; empty elements are kept (as ``""``) so callers can decide whether the
+    header's grammar allows them.
+    """
+    if '"' not in value and "<" not in value:
+        if "," not in value:
+            return [value.strip()]
+        return [part.strip() for part in value.split(",")]
     out: list[str] = []
-    depth_angle = False
+    in_angle = False
     in_quote = False
     start = 0
     i, n = 0, len(value)
@@ -87,17 +123,24 @@ def split_values(value: str) -> list[str]:
         elif ch == '"':
             in_quote = True
         elif ch == "<":
-            depth_angle = True
+            in_angle = True
         elif ch == ">":
-            depth_angle = False
-        elif ch == "," and not depth_angle:
+            in_angle = False
+        elif ch == "," and not in_angle:
             out.append(value[start:i].strip())
             start = i + 1
         i += 1
     if in_quote:
-        raise SipParseError(f"unterminated quoted string in {value!r}")
+        raise SipParseError(f"unterminated quoted string in {value[:80]!r}")
     out.append(value[start:].strip())
     return out
+
+
+def parse_port(text: str, source: str) -> int:
+    """A port: 1-5 ASCII digits, at most 65535 (``str.isdigit`` alone accepts ``'²'`` and ``'٣'``)."""
+    if not text or len(text) > 5 or not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise SipParseError(f"bad port {text[:20]!r} in {source[:80]!r}")
+    return int(text)
 
 
 @dataclass(slots=True)
@@ -111,30 +154,26 @@ class Via:
 
     @classmethod
     def parse(cls, value: str) -> Via:
-        m = re.match(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(.*)$", value, re.S)
+        m = _VIA_RE.fullmatch(value)
         if not m:
-            raise SipParseError(f"malformed Via {value!r}")
-        transport, hostport, rest = m.group(1).upper(), m.group(2), m.group(3)
-        port: int | None = None
-        if hostport.startswith("["):
-            end = hostport.find("]")
-            if end < 0:
-                raise SipParseError(f"malformed Via host {hostport!r}")
-            host, tail = hostport[: end + 1], hostport[end + 1 :]
-        else:
-            host, _, tail = hostport.partition(":")
-            tail = ":" + tail if _ else ""
-        if tail:
-            if not tail.startswith(":") or not tail[1:].isdigit() or int(tail[1:]) > 65535:
-                raise SipParseError(f"bad port in Via {value!r}")
-            port = int(tail[1:])
-        if not host or not re.match(r"^[A-Za-z0-9\-.\[\]:]+$", host):
-            raise SipParseError(f"bad host in Via {value!r}")
+            raise SipParseError(f"malformed Via {value[:80]!r}")
+        proto, version, transport, host, port_text, rest = m.groups()
+        if proto.upper() != "SIP" or version != "2.0":
+            raise SipParseError(f"unsupported protocol {proto}/{version} in Via")
+        port = parse_port(port_text, value) if port_text is not None else None
         try:
-            params = parse_header_params(rest, value) if rest.strip() else {}
-        except UriError as exc:
-            raise SipParseError(f"malformed Via parameters: {exc.reason}") from None
-        return cls(transport=transport, host=host.lower(), port=port, params=params)
+            host = check_host(host, value)
+        except UriError:
+            raise SipParseError(f"bad host in Via {value[:80]!r}") from None
+        params: dict[str, str | None] = {}
+        if rest:
+            if rest[0] != ";":
+                raise SipParseError(f"junk after sent-by in Via {value[:80]!r}")
+            try:
+                params = parse_header_params(rest, value)
+            except UriError as exc:
+                raise SipParseError(f"malformed Via parameters: {exc.reason}") from None
+        return cls(transport=transport.upper(), host=host.lower(), port=port, params=params)
 
     @property
     def branch(self) -> str | None:
@@ -160,12 +199,16 @@ class CSeq:
 
     @classmethod
     def parse(cls, value: str) -> CSeq:
-        parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
-            raise SipParseError(f"malformed CSeq {value!r}")
-        number = int(parts[0])
+        parts = _LWS_SPLIT_RE.split(value.strip(" \t"))
+        if len(parts) != 2 or not is_token(parts[1]):
+            raise SipParseError(f"malformed CSeq {value[:80]!r}")
+        digits = parts[0]
+        # Length check first: int() of a 5000-digit string raises ValueError (CPython's digit limit).
+        if not digits.isascii() or not digits.isdigit() or len(digits.lstrip("0")) > 10:
+            raise SipParseError(f"malformed CSeq number {digits[:30]!r}")
+        number = int(digits.lstrip("0") or "0")
         if number > MAX_CSEQ:
-            raise SipParseError(f"CSeq number {parts[0]} is larger than 2**31-1")
+            raise SipParseError(f"CSeq number {digits} is larger than 2**31-1")
         return cls(number, parts[1])
 
     def __str__(self) -> str:

@@ -12,47 +12,69 @@ from urllib.parse import quote, unquote
 
 from callcenter.sip.errors import UriError
 
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+# All patterns are used with fullmatch() (``$`` would also match before a trailing newline) and are
+# written so that no two quantified sub-patterns can match the same text (no backtracking blow-up).
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Characters allowed (unescaped) in the user part: unreserved / escaped / user-unreserved.
-_USER_RE = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
-_PASSWORD_RE = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$")
-_PARAM_RE = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+$")
-_HEADER_RE = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*$")
-_GEN_VALUE_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~:\[\]]+$")
-_TEL_RE = re.compile(r"^(?:\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)$")
-_LWS_RE = re.compile(r"[ \t\r\n]")
+_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
+_PARAM_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
+_HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
+_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+")
+# RFC 3966: global numbers are '+' then digits with visual separators; at least one digit is
+# checked separately (a "[sep]*DIGIT[sep]*" pattern backtracks quadratically on long inputs).
+_TEL_GLOBAL_RE = re.compile(r"\+[0-9\-.()]+")
+_TEL_LOCAL_RE = re.compile(r"[0-9A-Fa-f*#\-.()pw]+")
+# RFC 3986/2396 URI characters for schemes we keep verbatim (mailto:, urn:, http:, ...).
+_ABSOLUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:(?:[A-Za-z0-9\-_.!~*'();/?:@&=+$,\[\]#]|%[0-9A-Fa-f]{2})*")
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_LWS_CHARS = frozenset(" \t\r\n")
+
+
+def _has_lws(text: str) -> bool:
+    return not _LWS_CHARS.isdisjoint(text)
 
 
 def _check_port(text: str, source: str) -> int:
-    if not text.isdigit() or len(text) > 5 or int(text) > 65535:
-        raise UriError(f"bad port {text!r} in URI {source!r}")
+    if not text or len(text) > 5 or not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise UriError(f"bad port {text[:20]!r} in URI {source[:120]!r}")
     return int(text)
 
 
-def _check_host(host: str, source: str) -> str:
+def check_host(host: str, source: str) -> str:
+    """Validate a hostname, IPv4 address or ``[IPv6]`` reference; returns it unchanged."""
     if host.startswith("["):
         if not host.endswith("]"):
-            raise UriError(f"unterminated IPv6 reference in URI {source!r}")
+            raise UriError(f"unterminated IPv6 reference in URI {source[:120]!r}")
+        inner = host[1:-1]
+        if "%" in inner:  # zone ids are not part of SIP URIs; '%' would be an escape here
+            raise UriError(f"bad IPv6 address {host!r} in URI {source[:120]!r}")
         try:
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(inner)
         except ValueError:
-            raise UriError(f"bad IPv6 address {host!r} in URI {source!r}") from None
+            raise UriError(f"bad IPv6 address {host[:60]!r} in URI {source[:120]!r}") from None
         return host
-    if not host or not _HOST_RE.match(host):
-        raise UriError(f"bad host {host!r} in URI {source!r}")
+    if not host or _HOST_RE.fullmatch(host) is None:
+        raise UriError(f"bad host {host[:60]!r} in URI {source[:120]!r}")
     return host
+
+
+_check_host = check_host  # backwards-compatible private name
 
 
 def _parse_params(text: str, source: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     for item in text.split(";"):
         if not item:
-            raise UriError(f"empty parameter in URI {source!r}")
+            raise UriError(f"empty parameter in URI {source[:120]!r}")
         name, eq, value = item.partition("=")
-        if not _PARAM_RE.match(name) or (eq and not _PARAM_RE.match(value)):
-            raise UriError(f"bad parameter {item!r} in URI {source!r}")
-        params[name.lower()] = value if eq else None
+        if _PARAM_RE.fullmatch(name) is None or (eq and _PARAM_RE.fullmatch(value) is None):
+            raise UriError(f"bad parameter {item[:60]!r} in URI {source[:120]!r}")
+        key = name.lower()
+        if key in params:  # RFC 3261 §19.1.1: a parameter name MUST NOT appear more than once
+            raise UriError(f"duplicate parameter {name[:60]!r} in URI {source[:120]!r}")
+        params[key] = value if eq else None
     return params
 
 
@@ -75,35 +97,36 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         source = text
-        if _LWS_RE.search(text):
-            raise UriError(f"whitespace inside URI {source!r}")
+        if _has_lws(text):
+            raise UriError(f"whitespace inside URI {source[:120]!r}")
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips"):
-            raise UriError(f"not a sip or sips URI: {source!r}")
+            raise UriError(f"not a sip or sips URI: {source[:120]!r}")
         headers: dict[str, str] = {}
         if "?" in rest:
-            # '?' may appear in the user part, so only a '?' after the host starts the headers.
+            # '?' may appear in the user part (but '@' may not), so only a '?' after the host
+            # starts the headers.
             at = rest.find("@")
             qpos = rest.find("?", at + 1 if at >= 0 else 0)
             if qpos >= 0:
                 rest, htext = rest[:qpos], rest[qpos + 1 :]
                 for item in htext.split("&"):
                     hname, eq, hvalue = item.partition("=")
-                    if not hname or not eq or not _HEADER_RE.match(hname) or not _HEADER_RE.match(hvalue):
-                        raise UriError(f"bad header {item!r} in URI {source!r}")
+                    if not (hname and eq and _HEADER_RE.fullmatch(hname) and _HEADER_RE.fullmatch(hvalue)):
+                        raise UriError(f"bad header {item[:60]!r} in URI {source[:120]!r}")
                     headers[unquote(hname)] = unquote(hvalue)
         user = password = None
         if "@" in rest:
             userinfo, _, rest = rest.rpartition("@")
             if "@" in userinfo:
-                raise UriError(f"unescaped '@' in user part of URI {source!r}")
+                raise UriError(f"unescaped '@' in user part of URI {source[:120]!r}")
             user, pcolon, pw = userinfo.partition(":")
-            if not user or not _USER_RE.match(user):
-                raise UriError(f"bad user part {user!r} in URI {source!r}")
+            if not user or _USER_RE.fullmatch(user) is None:
+                raise UriError(f"bad user part {user[:60]!r} in URI {source[:120]!r}")
             if pcolon:
-                if not _PASSWORD_RE.match(pw):
-                    raise UriError(f"bad password in URI {source!r}")
+                if _PASSWORD_RE.fullmatch(pw) is None:
+                    raise UriError(f"bad password in URI {source[:120]!r}")
                 password = pw
         hostport, semi, ptext = rest.partition(";")
         params = _parse_params(ptext, source) if semi else {}
@@ -111,18 +134,18 @@ class SipUri:
         if hostport.startswith("["):
             end = hostport.find("]")
             if end < 0:
-                raise UriError(f"unterminated IPv6 reference in URI {source!r}")
+                raise UriError(f"unterminated IPv6 reference in URI {source[:120]!r}")
             host, tail = hostport[: end + 1], hostport[end + 1 :]
             if tail:
                 if not tail.startswith(":"):
-                    raise UriError(f"junk after IPv6 host in URI {source!r}")
+                    raise UriError(f"junk after IPv6 host in URI {source[:120]!r}")
                 port = _check_port(tail[1:], source)
         else:
             host, pc, ptxt = hostport.partition(":")
             if pc:
                 port = _check_port(ptxt, source)
         return cls(
-            host=_check_host(host, source).lower(),
+            host=check_host(host, source).lower(),
             user=user,
             port=port,
             scheme=scheme,
@@ -181,10 +204,14 @@ class TelUri:
     def parse(cls, text: str) -> TelUri:
         scheme, colon, rest = text.partition(":")
         if not colon or scheme.lower() != "tel":
-            raise UriError(f"not a tel URI: {text!r}")
+            raise UriError(f"not a tel URI: {text[:120]!r}")
         number, semi, ptext = rest.partition(";")
-        if not _TEL_RE.match(number):
-            raise UriError(f"bad telephone number {number!r} in URI {text!r}")
+        if number.startswith("+"):
+            ok = _TEL_GLOBAL_RE.fullmatch(number) is not None and any(ch.isdigit() for ch in number)
+        else:
+            ok = _TEL_LOCAL_RE.fullmatch(number) is not None
+        if not ok:
+            raise UriError(f"bad telephone number {number[:60]!r} in URI {text[:120]!r}")
         return cls(number=number, params=_parse_params(ptext, text) if semi else {})
 
     def __str__(self) -> str:
@@ -210,27 +237,29 @@ class AbsoluteUri:
 
 
 Uri = SipUri | TelUri | AbsoluteUri
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*:")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
 
 
 def parse_uri(text: str) -> Uri:
     """Parse any URI; sip/sips/tel get structure, other schemes are kept verbatim."""
     m = _SCHEME_RE.match(text)
     if not m:
-        raise UriError(f"not a URI: {text!r}")
+        raise UriError(f"not a URI: {text[:120]!r}")
     scheme = m.group(0)[:-1].lower()
     if scheme in ("sip", "sips"):
         return SipUri.parse(text)
     if scheme == "tel":
         return TelUri.parse(text)
-    if _LWS_RE.search(text) or "<" in text or ">" in text:
-        raise UriError(f"bad characters in URI {text!r}")
+    if _ABSOLUTE_RE.fullmatch(text) is None:
+        raise UriError(f"bad characters in URI {text[:120]!r}")
     return AbsoluteUri(text)
 
 
 def _quote_display(name: str) -> str:
-    if _TOKEN_RE.match(name.replace(" ", "")) and name.strip() == name and "  " not in name:
+    if _TOKEN_RE.fullmatch(name.replace(" ", "")) and name.strip() == name and "  " not in name:
         return name
+    # CR and LF cannot be carried even as quoted-pairs (RFC 3261 §25.1): never emit them.
+    name = name.replace("\r", " ").replace("\n", " ")
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -258,8 +287,34 @@ def _format_header_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+def _scan_quoted(text: str, start: int, source: str) -> int:
+    """Index of the closing '"' of the quoted-string opening at ``text[start]``.
+
+    qdtext excludes control characters other than HT; quoted-pairs may escape any octet except
+    CR and LF (RFC 3261 §25.1).
+    """
+    k, n = start + 1, len(text)
+    while k < n:
+        ch = text[k]
+        if ch == '"':
+            return k
+        if ch == "\\":
+            if k + 1 < n and text[k + 1] in "\r\n":
+                break
+            k += 2
+            continue
+        if (ch < " " and ch != "\t") or ch == "\x7f":
+            raise UriError(f"control character in quoted string in {source[:120]!r}")
+        k += 1
+    raise UriError(f"unterminated quoted string in {source[:120]!r}")
+
+
 def parse_header_params(text: str, source: str) -> dict[str, str | None]:
-    """Parse ``;a=b;c;d="quoted"`` (leading ';' optional) keeping quotes on quoted values."""
+    """Parse ``;a=b;c;d="quoted"`` (leading ';' optional) keeping quotes on quoted values.
+
+    A parameter name may appear only once (a second ``tag`` or ``branch`` would make the value
+    ambiguous between implementations).
+    """
     params: dict[str, str | None] = {}
     i, n = 0, len(text)
     while i < n:
@@ -270,13 +325,13 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
         while i < n and text[i] in " \t":
             i += 1
         if i >= n:
-            raise UriError(f"empty parameter in {source!r}")
+            raise UriError(f"empty parameter in {source[:120]!r}")
         j = i
         while j < n and text[j] not in "=; \t":
             j += 1
         name = text[i:j]
-        if not name or not _TOKEN_RE.match(name):
-            raise UriError(f"bad parameter name {name!r} in {source!r}")
+        if not name or _TOKEN_RE.fullmatch(name) is None:
+            raise UriError(f"bad parameter name {name[:60]!r} in {source[:120]!r}")
         while j < n and text[j] in " \t":
             j += 1
         value: str | None = None
@@ -285,11 +340,7 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
             while j < n and text[j] in " \t":
                 j += 1
             if j < n and text[j] == '"':
-                k = j + 1
-                while k < n and text[k] != '"':
-                    k += 2 if text[k] == "\\" else 1
-                if k >= n:
-                    raise UriError(f"unterminated quoted string in {source!r}")
+                k = _scan_quoted(text, j, source)
                 value = text[j : k + 1]
                 j = k + 1
             else:
@@ -297,14 +348,17 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
                 while k < n and text[k] not in "; \t":
                     k += 1
                 value = text[j:k]
-                if not _GEN_VALUE_RE.match(value):
-                    raise UriError(f"bad value for parameter {name!r} in {source!r}")
+                if _GEN_VALUE_RE.fullmatch(value) is None:
+                    raise UriError(f"bad value for parameter {name[:60]!r} in {source[:120]!r}")
                 j = k
         while j < n and text[j] in " \t":
             j += 1
         if j < n and text[j] != ";":
-            raise UriError(f"junk {text[j:]!r} after parameter {name!r} in {source!r}")
-        params[name.lower()] = value
+            raise UriError(f"junk {text[j : j + 40]!r} after parameter {name[:60]!r} in {source[:120]!r}")
+        key = name.lower()
+        if key in params:
+            raise UriError(f"duplicate parameter {name[:60]!r} in {source[:120]!r}")
+        params[key] = value
         i = j
     return params
 
@@ -312,40 +366,38 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a name-addr or addr-spec with header parameters (RFC 3261 §20.10, §20.20, §20.39)."""
     source = text
-    text = text.strip()
+    text = text.strip(" \t")
     if text == "*":
         return NameAddr(uri=AbsoluteUri("*"), wildcard=True)
     display: str | None = None
     if text.startswith('"'):
-        i = 1
-        while i < len(text) and text[i] != '"':
-            i += 2 if text[i] == "\\" else 1
-        if i >= len(text):
-            raise UriError(f"unterminated quoted display name in {source!r}")
-        display = re.sub(r"\\(.)", r"\1", text[1:i])
-        text = text[i + 1 :].lstrip()
+        end = _scan_quoted(text, 0, source)
+        display = _QUOTED_PAIR_RE.sub(r"\1", text[1:end])
+        text = text[end + 1 :].lstrip(" \t")
         if not text.startswith("<"):
-            raise UriError(f"display name without <URI> in {source!r}")
+            raise UriError(f"display name without <URI> in {source[:120]!r}")
     lt = text.find("<")
     if lt >= 0:
         if display is None and lt > 0:
-            candidate = text[:lt].strip()
-            if not all(_TOKEN_RE.match(w) for w in candidate.split()):
-                raise UriError(f"display name {candidate!r} must be quoted in {source!r}")
+            candidate = text[:lt].strip(" \t")
+            if not all(_TOKEN_RE.fullmatch(w) for w in candidate.replace("\t", " ").split(" ") if w):
+                raise UriError(f"display name {candidate[:60]!r} must be quoted in {source[:120]!r}")
             display = candidate or None
         gt = text.find(">", lt)
         if gt < 0:
-            raise UriError(f"missing '>' in {source!r}")
+            raise UriError(f"missing '>' in {source[:120]!r}")
         uri = parse_uri(text[lt + 1 : gt])
-        rest = text[gt + 1 :]
+        rest = text[gt + 1 :].lstrip(" \t")
+        if rest and rest[0] != ";":
+            raise UriError(f"junk {rest[:40]!r} after '>' in {source[:120]!r}")
     else:
         # addr-spec: URI parameters would be ambiguous, so everything after ';' is a header parameter
         # and the URI must not contain '?' headers or commas (RFC 3261 §20).
         uri_text, semi, ptext = text.partition(";")
-        uri_text = uri_text.strip()
-        if "?" in uri_text or "," in uri_text or " " in uri_text:
-            raise UriError(f"URI with headers or spaces must be enclosed in <> in {source!r}")
+        uri_text = uri_text.strip(" \t")
+        if "?" in uri_text or "," in uri_text or _has_lws(uri_text):
+            raise UriError(f"URI with headers or spaces must be enclosed in <> in {source[:120]!r}")
         uri = parse_uri(uri_text)
         rest = semi + ptext
-    params = parse_header_params(rest, source) if rest.strip() else {}
+    params = parse_header_params(rest, source) if rest.strip(" \t") else {}
     return NameAddr(uri=uri, display_name=display, params=params)
