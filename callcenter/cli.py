@@ -1,4 +1,4 @@
-"""The ``callcenter`` command: ``serve``, ``config check``, ``calls recent``."""
+"""The ``callcenter`` command: ``serve``, ``config check``, ``calls recent``, ``users hash-password``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(recent)
     recent.add_argument("--limit", type=int, default=20)
     recent.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    users = sub.add_parser("users", help="desktop and API users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users_sub.add_parser(
+        "hash-password",
+        help="read a password (asked for on a terminal, else one line of stdin) and print its argon2id hash "
+        "for the password_hash of a user in the configuration",
+    )
     return parser
 
 
@@ -68,6 +76,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "users":  # needs no configuration
+        return hash_password()
     try:
         config = _load(args)
     except ConfigError as exc:
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(config)
     if args.command == "config":
         print(f"configuration OK: {len(config.accounts)} accounts, {len(config.trunks)} trunks, "
-              f"{len(config.routing.numbers)} routed numbers")
+              f"{len(config.routing.numbers)} routed numbers, {len(config.users)} users")
         return 0
     if args.command == "calls":
         return asyncio.run(_recent_calls(config, args.limit, args.json))
@@ -108,6 +118,29 @@ async def _recent_calls(config: Config, limit: int, as_json: bool) -> int:
 
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_password() -> int:
+    """``callcenter users hash-password``: print the argon2id hash of a password read without echo."""
+    import getpass
+
+    from argon2 import PasswordHasher
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("callcenter: the two passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(f"callcenter: a password needs at least {MIN_PASSWORD_LENGTH} characters", file=sys.stderr)
+        return 2
+    print(PasswordHasher().hash(password))
+    return 0
 
 
 def serve(config: Config) -> int:

@@ -58,6 +58,13 @@ Name = Annotated[str, _matching(r"^[A-Za-z0-9._-]+$", "letters, digits, '.', '_'
 SipUser = Annotated[str, _matching(r"^[A-Za-z0-9._~+-]+$", "letters, digits or one of . _ ~ + -")]
 Ha1 = Annotated[str, _matching(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{64})$", "32 (MD5) or 64 (SHA-256) hex digits")]
 RedisUrl = Annotated[str, _matching(r"^(redis|rediss|unix)://", 'a URL like "redis://127.0.0.1:6379/0"')]
+Argon2Hash = Annotated[
+    str,
+    _matching(
+        r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$",
+        'an argon2id hash like "$argon2id$v=19$m=65536,t=3,p=4$..." (make one with `callcenter users hash-password`)',
+    ),
+]
 
 
 def _split_hostport(text: str) -> tuple[str, int] | None:
@@ -214,6 +221,8 @@ class SipConfig(_Section):
 
 class HttpConfig(_Section):
     listen: HostPort = Field(default_factory=lambda: HostPort(host="127.0.0.1", port=8080))
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    secure_cookies: bool = False
 
 
 _SYNC_URLS = {"sqlite": "sqlite+aiosqlite", "sqlite+pysqlite": "sqlite+aiosqlite",
@@ -352,6 +361,15 @@ with warnings.catch_warnings():
             return self
 
 
+class UserConfig(_Section):
+    """A person who logs in to the operator desktop and the HTTP API."""
+
+    username: Name
+    password_hash: Argon2Hash = Field(repr=False)
+    role: Literal["operator", "supervisor", "auditor", "admin"]
+    display_name: str | None = None
+
+
 class RouteNumber(_Section):
     """A number the center answers (a hotline, a button's DID, a test number) and what to do with it."""
 
@@ -393,11 +411,20 @@ class Config(_Section):
     accounts: list[AccountConfig] = Field(default_factory=list)
     trunks: list[TrunkConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    users: list[UserConfig] = Field(default_factory=list)
 
     @field_validator("accounts")
     @classmethod
     def _unique_accounts(cls, value: list[AccountConfig]) -> list[AccountConfig]:
         if problems := _unique([account.username for account in value], "username"):
+            raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
+        return value
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, value: list[UserConfig]) -> list[UserConfig]:
+        """Logins ignore case, so "Operator1" and "operator1" would be the same person."""
+        if problems := _unique([user.username.casefold() for user in value], "username"):
             raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
         return value
 

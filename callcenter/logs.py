@@ -108,7 +108,7 @@ def _configure_stdlib(level_no: int, stream: TextIO, pre_chain: list[Processor],
     root.setLevel(level_no)
     # Libraries' start-up chatter (alembic's plugin list, migration context) is only wanted when debugging.
     for noisy in ("alembic", "aiosqlite", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(level_no, logging.WARNING))
+        logging.getLogger(noisy).setLevel(logging.NOTSET if level_no <= logging.DEBUG else logging.WARNING)
 
 
 def get_logger(name: str, **initial_values: Any) -> Any:

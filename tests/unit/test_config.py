@@ -24,7 +24,7 @@ def test_default_file_loads():
     assert str(config.http.listen) == "127.0.0.1:8080"
     assert {a.username: a.kind for a in config.accounts} == {"1001": "phone", "1002": "phone", "t0001": "terminal"}
     (trunk,) = config.trunks
-    assert (trunk.name, trunk.host, trunk.port) == ("carrier", "127.0.0.1", 5080)
+    assert (trunk.name, trunk.host, trunk.port) == ("carrier", "127.0.0.2", 5080)
     assert "12349" in trunk.dids and "01012349" in trunk.dids
     actions = {route.number: route.action for route in config.routing.numbers}
     assert actions == {"1000": "hold", "12349": "hold", "9196": "echo", "12345": "hold"}
