@@ -1,0 +1,191 @@
+"""The engine (`callcenter serve`, a real subprocess) against SIPp and raw SIP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callcenter.sip.message import Response, response_for
+from tests.integration.engine import REPO_ROOT, TRUNK_HOST, RunningEngine
+from tests.integration.rawsip import RawSip, ack_for, bye_for, sdp_offer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[Callable[..., RunningEngine]]:
+    started: list[RunningEngine] = []
+
+    def make(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningEngine:
+        e = RunningEngine(tmp_path / f"engine{len(started)}", tweak=tweak)
+        started.append(e)
+        return e.start()
+
+    yield make
+    for e in started:
+        code = e.stop()
+        assert code == 0, f"engine exited with {code}:\n{e.log_tail()}"
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., RunningEngine]) -> RunningEngine:
+    return engine_factory()
+
+
+def call_records(e: RunningEngine) -> list[dict[str, Any]]:
+    """The CDRs, read with the real CLI after the engine flushed them."""
+    out = subprocess.run(
+        [sys.executable, "-m", "callcenter.cli", "calls", "recent", "--json", "--limit", "500",
+         "--config", str(e.config_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_sipp_uac_from_trunk_completes_calls_and_writes_records(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac", target=engine.sip_target, service="1000", local_ip=TRUNK_HOST,
+                        local_port=engine.trunk_port, max_calls=10, rate=10, timeout=20, recv_timeout=5)
+    result = sipp.run(timeout=30)
+    assert result.successful == 10 and result.failed == 0, str(result)
+    engine.wait_for_event("call.ended", count=10, reason="caller_bye")
+    assert engine.stop() == 0
+    records = call_records(engine)
+    assert len(records) == 10
+    assert {r["end_reason"] for r in records} == {"caller_bye"}
+    assert all(r["trunk"] == "carrier" and r["to_number"] == "1000" and r["answered_at"] for r in records)
+
+
+def test_sipp_over_tcp(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac_hold.xml", target=engine.sip_target, service="1000", transport="t1",
+                        local_ip=TRUNK_HOST, max_calls=5, rate=5, timeout=20, recv_timeout=5)
+    result = sipp.run(timeout=30)
+    assert result.successful == 5 and result.failed == 0, str(result)
+
+
+def test_sipp_with_ten_percent_packet_loss_recovers_by_retransmission(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac_hold.xml", target=engine.sip_target, service="1000", local_ip=TRUNK_HOST,
+                        max_calls=30, rate=10, limit=30, lost=10, timeout=60, recv_timeout=40)
+    result = sipp.run(timeout=90)
+    assert result.successful == 30 and result.failed == 0, str(result)
+    assert result.retransmissions > 0  # the loss really happened and was repaired
+
+
+def test_cancel_before_answer_gets_487(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac_cancel.xml", target=engine.sip_target, service="2000", local_ip=TRUNK_HOST,
+                        max_calls=3, rate=3, timeout=20, recv_timeout=5)
+    result = sipp.run(timeout=30)
+    assert result.successful == 3 and result.failed == 0, str(result)
+    ended = engine.wait_for_event("call.ended", count=3, reason="cancelled")
+    assert all(e["sip_status"] == 487 for e in ended)
+
+
+def test_unauthenticated_invite_is_challenged(engine: RunningEngine) -> None:
+    with RawSip(engine.sip_port) as sip:
+        invite, _ = sip.request("INVITE", f"sip:1000@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+        sip.send(invite)
+        first = sip.receive()
+        assert isinstance(first, Response) and first.status == 100
+        final = sip.final_response()
+        assert final.status == 401
+        challenges = final.headers.get_all("WWW-Authenticate")
+        assert len(challenges) == 2 and "SHA-256" in challenges[0] and "MD5" in challenges[1]
+        sip.send(ack_for(invite, final))
+
+
+def test_unknown_number_404_and_no_common_codec_488(engine: RunningEngine) -> None:
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        invite, _ = sip.request("INVITE", f"sip:5555@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+        sip.send(invite)
+        resp = sip.final_response()
+        assert resp.status == 404 and "5555" in resp.reason
+        invite, _ = sip.request("INVITE", f"sip:1000@127.0.0.1:{engine.sip_port}", body=sdp_offer(codecs="18"))
+        sip.send(invite)
+        resp = sip.final_response()
+        assert resp.status == 488 and "no common codec" in (resp.headers.get("Warning") or "")
+
+
+def test_malformed_messages_get_400_with_reason_and_engine_keeps_working(engine: RunningEngine) -> None:
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        good, _ = sip.request("OPTIONS", f"sip:1000@127.0.0.1:{engine.sip_port}")
+        broken = good.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE")  # RFC 4475 mismatch01
+        sip.send(broken)
+        resp = sip.final_response()
+        assert resp.status == 400 and "CSeq method" in resp.reason
+        sip.send(good.replace(b"SIP/2.0\r\nVia", b"SIP/7.0\r\nVia", 1))  # RFC 4475 badvers
+        assert sip.final_response().status == 505
+        for junk in (b"\x00\xff garbage", b"INVITE\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", b"x" * 65000):
+            sip.send(junk)  # unroutable or oversized: dropped (logged once), never answered
+        sip.send(good)
+        assert sip.final_response().status == 200
+    assert engine.find("sip.message.malformed")
+
+
+def small_trunk(config: dict[str, Any]) -> None:
+    config["trunks"][0].update(channels=4, emergency_reserve=1)
+
+
+def test_trunk_channels_keep_a_reserve_for_emergencies(engine_factory: Callable[..., RunningEngine]) -> None:
+    """channels=4, emergency_reserve=1: 3 ordinary calls fit, the 4th gets 486, an emergency still gets in."""
+    engine = engine_factory(small_trunk)
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        answered: list[tuple[bytes, Response]] = []
+
+        def call(number: str) -> Response:
+            invite, _ = sip.request("INVITE", f"sip:{number}@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+            sip.send(invite)
+            resp = sip.final_response()
+            if resp.status == 200:
+                sip.send(ack_for(invite, resp))
+                answered.append((invite, resp))
+            return resp
+
+        assert [call("1000").status for _ in range(3)] == [200, 200, 200]
+        busy = call("1000")
+        assert busy.status == 486 and "emergenc" in busy.reason
+        assert call("12349").status == 200
+        assert call("12349").status == 503
+        for invite, resp in answered:
+            sip.send(bye_for(invite, resp))
+            assert sip.final_response().status == 200
+    engine.wait_for_event("call.ended", count=4, reason="caller_bye")
+
+
+def test_max_duration_ends_the_call_with_bye(engine: RunningEngine) -> None:
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        invite, call_id = sip.request("INVITE", f"sip:3000@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+        sip.send(invite)
+        resp = sip.final_response()
+        assert resp.status == 200
+        sip.send(ack_for(invite, resp))
+        started = time.monotonic()
+        bye = sip.receive(timeout=5)
+        assert bye is not None and getattr(bye, "method", None) == "BYE"
+        assert 0.8 < time.monotonic() - started < 3
+        sip.send(bytes(response_for(bye, 200)))  # type: ignore[arg-type]
+    engine.wait_for_event("call.ended", call_id=call_id, reason="max_duration")
+
+
+def test_graceful_shutdown_sends_bye_and_flushes_records(engine: RunningEngine) -> None:
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        invite, call_id = sip.request("INVITE", f"sip:1000@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+        sip.send(invite)
+        resp = sip.final_response()
+        sip.send(ack_for(invite, resp))
+        engine.wait_for_event("call.answered", call_id=call_id)
+        assert engine.proc is not None
+        engine.proc.send_signal(__import__("signal").SIGTERM)
+        bye = sip.receive(timeout=5)
+        assert bye is not None and getattr(bye, "method", None) == "BYE"
+        # answer the BYE so the engine can finish cleanly
+        sip.send(bytes(response_for(bye, 200)))  # type: ignore[arg-type]
+        assert engine.stop() == 0
+    records = call_records(engine)
+    assert [(r["call_id"], r["end_reason"]) for r in records] == [(call_id, "shutdown")]
+    assert engine.find("engine.stopped")
