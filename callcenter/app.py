@@ -44,6 +44,8 @@ class Engine:
         self.transport: SipTransport | None = None
         self.ua: UserAgentCore | None = None
         self.registrations: list[TrunkRegistration] = []
+        self.http: Any = None  # the desktop's aiohttp runner (agents.web)
+        self.http_address: tuple[str, int] | None = None
         self._stopping: asyncio.Future[None] | None = None
 
     # -- start ----------------------------------------------------------------------------------------
@@ -140,6 +142,11 @@ class Engine:
             trunks=len(ua.trunks.trunks),
             accounts=len(accounts),
         )
+        from agents.web import bound_address, start_http
+
+        self.http = await start_http(self, cfg)
+        self.http_address = bound_address(self.http)
+        log.info("http.listen", host=self.http_address[0], port=self.http_address[1], users=len(cfg.users))
 
     def _on_message(self, msg: Any, source: tuple[str, str, int]) -> None:
         if self.ua is not None:
@@ -154,6 +161,11 @@ class Engine:
         self._stopping = asyncio.get_running_loop().create_future()
         ua = self.ua
         try:
+            if self.http is not None:  # first: no operator action may start anything while we wind down
+                from agents.web import stop_http
+
+                await stop_http(self.http)
+                self.http = None
             if ua is not None:
                 ua.stop_accepting()
                 active = len(ua.calls)

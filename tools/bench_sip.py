@@ -59,7 +59,7 @@ def start_engine(work: Path, sip_port: int, log_level: str) -> subprocess.Popen[
     }
     path = work / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
-    log = open(work / "engine.log", "wb")  # noqa: SIM115 - lives as long as the engine
+    log = open(work / "engine.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "callcenter.cli", "serve", "--config", str(path)],
         cwd=REPO,
@@ -131,7 +131,8 @@ def main() -> int:
         try:
             print(f"engine pid {engine.pid}, SIP udp:127.0.0.1:{sip_port}, {os.cpu_count()} cores, "
                   f"{args.seconds} s per step, hold 1 s per call")
-            print(f"{'rate/s':>7} {'calls':>7} {'ok':>7} {'failed':>7} {'retrans':>8} {'engine CPU':>11} {'INVITE rtt':>12}")
+            header = ("rate/s", "calls", "ok", "failed", "retrans", "engine CPU", "INVITE rtt")
+            print("{:>7} {:>7} {:>7} {:>7} {:>8} {:>11} {:>12}".format(*header))
             for rate in args.rates:
                 runs = [run_step(work, sip_port, rate, args.seconds, engine.pid) for _ in range(args.repeat)]
                 med = {k: statistics.median(float(r[k]) for r in runs) for k in ("ok", "failed", "retrans", "cpu")}

@@ -19,7 +19,7 @@ from callcenter.calls.trunks import Admission
 from callcenter.media.ports import PortsExhausted
 from callcenter.sip.dialog import Dialog, new_tag
 from callcenter.sip.message import Request
-from callcenter.sip.sdp import NoCommonCodec, SdpError, build_offer, parse_answer
+from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, build_offer, parse_answer
 from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
 from callcenter.sip.uri import SipUri, TelUri
 
@@ -231,9 +231,8 @@ class InboundCalls(CallHandler):
         stx.respond(resp)
         if call.source[0] == "UDP":
             # RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives.
-            retransmitter = InviteOkRetransmitter(
-                ua.clock, ua.send, bytes(resp), call.source, on_give_up=lambda: self._no_ack(call)
-            )
+            # Through the layer: same destination as the first 200 (Via/rport), its T1/T2, stopped by close().
+            retransmitter = ua.txl.start_ok_retransmitter(stx, on_give_up=lambda: self._no_ack(call))
             self._retransmitters[call.call_id] = retransmitter
         call.transition(CallState.ANSWERED)
         call.answered_at = ua.clock.seconds()
@@ -252,7 +251,7 @@ class InboundCalls(CallHandler):
             offer = leg.local_offer if leg is not None else None
             if offer is not None and request.body and leg is not None:
                 try:
-                    negotiated = parse_answer(offer, request.body)
+                    negotiated = parse_answer(offer, SessionDescription.parse(request.body))
                     leg.codec = negotiated.codec
                     leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
                 except SdpError as exc:
@@ -287,7 +286,9 @@ class InboundCalls(CallHandler):
                 leg.invite_tx = None
             self.end(call, reason, status=status, ended_by="engine")
         elif call.state in (CallState.ANSWERED, CallState.CONFIRMED):
-            self._retransmitters.pop(call.call_id, None)
+            retransmitter = self._retransmitters.pop(call.call_id, None)
+            if retransmitter is not None:
+                retransmitter.stop()  # no more 200s once we hang up
             self.send_bye(call, call.caller_leg, reason)
 
     def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:

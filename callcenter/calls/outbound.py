@@ -18,7 +18,7 @@ from callcenter.calls.trunks import Admission, Trunk
 from callcenter.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from callcenter.sip.digest import DigestError, answer_challenge, parse_challenge, pick_challenge
 from callcenter.sip.message import Headers, Request, Response
-from callcenter.sip.sdp import SdpError, build_offer, parse_answer
+from callcenter.sip.sdp import SdpError, SessionDescription, build_offer, parse_answer
 from callcenter.sip.transaction import ClientTransaction
 from callcenter.sip.uri import SipUri
 
@@ -40,6 +40,7 @@ class OutboundCalls(CallHandler):
         self._acks: dict[str, bytes] = {}  # call_id → the ACK we sent for its 2xx (re-sent on retransmitted 2xx)
         self._invite_tx: dict[str, ClientTransaction] = {}
         self._on_end: dict[str, Callable[[Call], None]] = {}
+        self._cancelling: dict[str, EndReason] = {}  # call_id → why we CANCELled (a 2xx may still cross it)
         self.counters = {"placed": 0, "answered": 0, "failed": 0}
 
     def originate(
@@ -141,7 +142,8 @@ class OutboundCalls(CallHandler):
         if status < 300:
             self._on_answered(call, invite, resp, max_duration)
             return
-        if status in (401, 407) and not retried and trunk.username and trunk.password and call.active:
+        hung_up = call.call_id in self._cancelling
+        if status in (401, 407) and not retried and trunk.username and trunk.password and call.active and not hung_up:
             header_name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
             try:
                 challenge = pick_challenge(parse_challenge(v) for v in resp.headers.get_all(header_name))
@@ -169,7 +171,7 @@ class OutboundCalls(CallHandler):
         log.info("call.outbound.failed", call_id=call.call_id, status=status, reason=resp.reason)
         if call.active:
             leg.invite_tx = None
-            reason = EndReason.CANCELLED if status == 487 else EndReason.FAILED
+            reason = EndReason.CANCELLED if status == 487 or hung_up else EndReason.FAILED
             self.end(call, reason, status=status, ended_by="remote")
 
     def _on_answered(self, call: Call, invite: Request, resp: Response, max_duration: float | None) -> None:
@@ -177,16 +179,25 @@ class OutboundCalls(CallHandler):
         leg = call.caller_leg
         if leg.dialog is None:
             leg.dialog = Dialog.from_uac(invite, resp)
+        # §13.2.2.4: the ACK carries the INVITE's CSeq number and the same credentials.
+        credentials = [(name, value) for name in ("Authorization", "Proxy-Authorization")
+                       if (value := invite.headers.get(name)) is not None]
         ack = leg.dialog.create_request("ACK", ua.new_via(leg.remote_address[0] if leg.remote_address else "UDP"),
-                                        cseq=invite.cseq.number)
+                                        cseq=invite.cseq.number, extra=credentials)
         dest = self.dialog_destination(leg)
         data = bytes(ack)
         self._acks[call.call_id] = data
         ua.send(data, dest)
         if call.state not in (CallState.OFFERED, CallState.RINGING):
             return
+        cancelled = self._cancelling.pop(call.call_id, None)
+        if cancelled is not None:  # the 2xx crossed our CANCEL: ACK it, then BYE (§9.1, §15)
+            call.transition(CallState.ANSWERED)
+            call.transition(CallState.CONFIRMED)
+            self.send_bye(call, leg, cancelled)
+            return
         try:
-            negotiated = parse_answer(leg.local_offer, resp.body)
+            negotiated = parse_answer(leg.local_offer, SessionDescription.parse(resp.body))
             leg.codec = negotiated.codec
             leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
         except SdpError as exc:
@@ -219,6 +230,7 @@ class OutboundCalls(CallHandler):
         if call.state in (CallState.OFFERED, CallState.RINGING):
             tx = self._invite_tx.get(call.call_id)
             if tx is not None:
+                self._cancelling[call.call_id] = reason
                 self.ua.txl.cancel(tx)  # the 487 ends the call
             else:
                 self.end(call, reason, ended_by="engine")
@@ -227,6 +239,7 @@ class OutboundCalls(CallHandler):
 
     def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:
         self._invite_tx.pop(call.call_id, None)
+        self._cancelling.pop(call.call_id, None)
         callback = self._on_end.pop(call.call_id, None)
         super().end(call, reason, status=status, ended_by=ended_by)
         # Keep the ACK a little while for retransmitted 2xx, then forget it.

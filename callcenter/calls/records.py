@@ -64,14 +64,16 @@ class CallRecorder:
                 node=self.node,
             )
         )
-        duration = (call.ended_at or call.started_at) - (call.answered_at or call.ended_at or call.started_at)
+        duration: float | None = None
+        if call.answered_at is not None:  # None when never answered (CallEnded.duration)
+            duration = max(0.0, (call.ended_at if call.ended_at is not None else call.answered_at) - call.answered_at)
         self.bus.publish(
             CallEnded(
                 call_id=call.call_id,
                 reason=reason or "unknown",
                 sip_status=call.sip_status,
                 ended_by=call.ended_by,
-                duration=max(0.0, duration),
+                duration=duration,
             )
         )
 

@@ -113,23 +113,26 @@ def process_register(
         removed = table.remove(aor)
         contacts = []
     existing = {b.contact: b for b in table.lookup(aor, now)}
+    # Validate every contact before changing anything: the update is atomic (§10.3 step 8).
+    changes: list[tuple[str, int]] = []
     for c in contacts:
         if not isinstance(c.uri, SipUri):
             return RegisterOutcome(response_for(request, 400, "Bad Request (Contact must be a sip URI)"), [], [])
         text = c.params.get("expires")
-        try:
-            expires = int(text) if text is not None else default
-        except ValueError:
+        if text is not None and not (text.isascii() and text.isdigit() and len(text) <= 10):
             return RegisterOutcome(response_for(request, 400, "Bad Request (bad expires parameter)"), [], [])
+        expires = int(text) if text is not None else default
         if 0 < expires < min_expires:
             resp = response_for(request, 423, to_tag=to_tag())
             resp.headers.add("Min-Expires", str(min_expires))
             return RegisterOutcome(resp, [], [])
-        expires = min(expires, max_expires)
         key = str(c.uri)
         old = existing.get(key)
         if old is not None and old.call_id == call_id and cseq <= old.cseq:
             return RegisterOutcome(response_for(request, 500, "Server Internal Error (CSeq out of order)"), [], [])
+        changes.append((key, min(expires, max_expires)))
+    for key, expires in changes:
+        old = existing.get(key)
         if expires == 0:
             removed.extend(table.remove(aor, key))
             existing.pop(key, None)
