@@ -104,6 +104,7 @@ class Engine:
             ),
             nonce_lifetime=sip.nonce_lifetime,
             secret=secrets.token_bytes(32),
+            digest_algorithms=tuple(sip.digest_algorithms),
         )
         self.ua = ua
         pool = RtpPortPool(cfg.media.rtp_port_min, cfg.media.rtp_port_max)

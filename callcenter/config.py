@@ -197,6 +197,9 @@ class SipConfig(_Section):
     user_agent: str = "callcenter/0.1"
     authenticate_unknown: bool = True
     trust_registered_source: bool = True
+    digest_algorithms: list[Literal["MD5", "SHA-256"]] = Field(
+        default_factory=lambda: ["MD5"], min_length=1
+    )
     max_message_size: int = Field(65535, ge=1024)
     max_headers: int = Field(256, ge=16)
     flood: FloodConfig = Field(default_factory=FloodConfig)

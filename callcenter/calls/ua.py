@@ -73,6 +73,7 @@ class UserAgentCore:
         registration: RegistrationPolicy | None = None,
         nonce_lifetime: float = 300.0,
         secret: bytes | None = None,
+        digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
     ) -> None:
         self.clock = clock
         self.send = send
@@ -85,6 +86,7 @@ class UserAgentCore:
         self.authenticate_unknown = authenticate_unknown
         self.trust_registered_source = trust_registered_source
         self.registration = registration or RegistrationPolicy()
+        self.digest_algorithms = digest_algorithms
         self.digest = DigestServer(realm, secret or secrets.token_bytes(32), nonce_lifetime)
         self.bindings = BindingTable()
         self.txl = TransactionLayer(
@@ -219,7 +221,7 @@ class UserAgentCore:
     def _challenge(self, request: Request, stx: ServerTransaction, stale: bool) -> None:
         self.counters["auth_challenges"] += 1
         resp = self.response(request, 401, to_tag=new_tag())
-        for challenge in self.digest.challenges(self.clock.seconds(), stale=stale):
+        for challenge in self.digest.challenges(self.clock.seconds(), stale=stale, algorithms=self.digest_algorithms):
             resp.headers.add("WWW-Authenticate", challenge.to_header())
         stx.respond(resp)
 

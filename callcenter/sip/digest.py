@@ -34,7 +34,7 @@ import re
 import secrets
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -646,12 +646,15 @@ class DigestServer:
             stale=stale,
         )
 
-    def challenges(self, now: float, stale: bool = False) -> list[Challenge]:
-        """SHA-256 then MD5 challenges (RFC 8760 §2.4 order), each with its own nonce.
+    def challenges(
+        self, now: float, stale: bool = False, algorithms: Sequence[str] = ("SHA-256", "MD5")
+    ) -> list[Challenge]:
+        """One challenge per algorithm, in the order given (RFC 8760 §2.4: most preferred first),
+        each with its own nonce.
 
         Send one ``WWW-Authenticate`` / ``Proxy-Authenticate`` header per challenge, in this order.
         """
-        return [self.challenge(now, stale=stale, algorithm=name) for name in ("SHA-256", "MD5")]
+        return [self.challenge(now, stale=stale, algorithm=name) for name in algorithms]
 
     # ----------------------------------------------------------------- verification
 

@@ -548,27 +548,18 @@ class StreamFramer:
         self._buffer = bytearray()
         self._scan = 0  # where to resume searching for the empty line
         self._total: int | None = None  # length of the message at the start of the buffer, once known
-        self._error: SipParseError | None = None
         self.max_size = max_size
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes; return every complete message now available (possibly none).
 
         Raises :class:`SipParseError` when the stream cannot be framed (no or conflicting
-        Content-Length, or a message larger than the limit): the connection should then be closed.
-        Messages completed before the bad one are returned first; the error is raised by the next
-        call (``feed(b"")`` will do).
+        Content-Length, or a message larger than the limit): the connection should then be closed
+        (messages completed earlier in the same ``data`` are dropped with it).
         """
-        if self._error is not None:
-            raise self._error
         self._buffer += data
         out: list[bytes] = []
-        try:
-            self._frame(out)
-        except SipParseError as exc:
-            self._error = exc
-            if not out:
-                raise
+        self._frame(out)
         return out
 
     def _frame(self, out: list[bytes]) -> None:

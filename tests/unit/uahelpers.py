@@ -206,6 +206,7 @@ def make_harness(
         registration=registration,
         nonce_lifetime=nonce_lifetime,
         secret=b"k" * 32,
+        digest_algorithms=("SHA-256", "MD5"),  # both, to exercise RFC 8760; the engine's default is MD5 only
     )
     media = FakeMediaFactory()
     for handler in (ua.inbound, ua.outbound):
