@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from agents.web import bound_address, start_http
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route
 from callcenter.calls.records import CallRecorder
@@ -134,6 +135,9 @@ class Engine:
                 reg = TrunkRegistration(ua, trunk)
                 self.registrations.append(reg)
                 reg.start()
+        self.http = await start_http(self, cfg)
+        self.http_address = bound_address(self.http)
+        log.info("http.listen", host=self.http_address[0], port=self.http_address[1], users=len(cfg.users))
         log.info(
             "engine.started",
             node=cfg.engine.node_name,
@@ -142,12 +146,8 @@ class Engine:
             routes=len(ua.inbound.routes),
             trunks=len(ua.trunks.trunks),
             accounts=len(accounts),
+            http=f"http://{self.http_address[0]}:{self.http_address[1]}/",
         )
-        from agents.web import bound_address, start_http
-
-        self.http = await start_http(self, cfg)
-        self.http_address = bound_address(self.http)
-        log.info("http.listen", host=self.http_address[0], port=self.http_address[1], users=len(cfg.users))
 
     def _on_message(self, msg: Any, source: tuple[str, str, int]) -> None:
         if self.ua is not None:

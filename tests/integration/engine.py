@@ -7,6 +7,7 @@ the PID we started and waits: the graceful shutdown path is exercised by every t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -24,6 +25,14 @@ from tests.integration.peers import free_port, free_port_range
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRUNK_HOST = "127.0.0.2"  # the "carrier" lives on a second loopback address: its calls need no login
+OPERATOR_PASSWORD = "operator-test-pw"
+
+
+@functools.cache
+def _hash(password: str) -> str:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
 
 
 def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, trunk_port: int) -> dict[str, Any]:
@@ -52,6 +61,10 @@ def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, tru
                 "emergency_reserve": 2,
                 "dids": ["1000", "12349", "9196", "2000"],
             }
+        ],
+        "users": [
+            {"username": "operator1", "password_hash": _hash(OPERATOR_PASSWORD), "role": "operator"},
+            {"username": "auditor", "password_hash": _hash(OPERATOR_PASSWORD), "role": "auditor"},
         ],
         "routing": {
             "numbers": [
@@ -83,6 +96,28 @@ class RunningEngine:
         self._cond = threading.Condition()
         self.proc: subprocess.Popen[str] | None = None
         self.returncode: int | None = None
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def api(self, method: str, path: str, body: Any = None, *, user: str = "operator1") -> tuple[int, Any]:
+        """Call the engine's JSON API with HTTP Basic auth (as scripts do); returns (status, json)."""
+        import base64
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.http_base + path, data=data, method=method)
+        token = base64.b64encode(f"{user}:{OPERATOR_PASSWORD}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
 
     @property
     def sip_target(self) -> str:
