@@ -7,6 +7,7 @@ is logged once, and is otherwise dropped. Bytes out: :meth:`SipTransport.send` b
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,31 @@ def stamp_via(request: Request, source: Address) -> None:
         request.invalidate()
 
 
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def _enlarge_receive_buffer(sock: socket.socket, wanted: int) -> None:
+    """A burst of SIP datagrams (a trunk's calls after an outage, a flood we must drop ourselves) must not
+    overflow the kernel's default ~200 KB buffer (about 160 small datagrams). As root SO_RCVBUFFORCE passes
+    net.core.rmem_max; otherwise we get what the system allows and say so."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+            break
+        except OSError:
+            continue
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < wanted:
+        log.warning(
+            "sip.listen.small_receive_buffer",
+            bytes=got,
+            wanted=wanted,
+            hint="raise net.core.rmem_max (sysctl) so bursts of SIP datagrams are not dropped by the kernel",
+        )
+
+
 class SipTransport:
     """All SIP sockets of the engine; one instance per process."""
 
@@ -88,6 +114,7 @@ class SipTransport:
         self._udp = _UdpProtocol(self)
         p = udp.listenUDP(port, self._udp, interface=host, maxPacketSize=self.max_size + 1)
         self._ports.append(p)
+        _enlarge_receive_buffer(p.getHandle(), UDP_RECEIVE_BUFFER)
         bound = p.getHost()
         self.addresses["UDP"] = (host, bound.port)
         log.info("sip.listen", transport="udp", host=host, port=bound.port)

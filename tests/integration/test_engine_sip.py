@@ -232,3 +232,24 @@ def test_trunk_registers_with_digest_and_unregisters_at_shutdown(engine_factory,
     assert engine.stop() == 0  # SIGTERM: the engine un-registers before it exits
     result = registrar.stop(grace=5)
     assert result.successful == 1 and result.failed == 0, str(result)
+
+
+def test_flood_from_a_stranger_is_throttled_but_never_the_trunk(engine_factory: Callable[..., RunningEngine]) -> None:
+    def tight(config: dict[str, Any]) -> None:
+        config["sip"]["flood"] = {"rate": 20, "burst": 40, "ban_seconds": 30}
+
+    engine = engine_factory(tight)
+
+    def answered(local_ip: str, count: int) -> int:
+        with RawSip(engine.sip_port, local_ip=local_ip) as sip:
+            for _ in range(count):
+                sip.send(sip.request("OPTIONS", f"sip:1000@127.0.0.1:{engine.sip_port}")[0])
+            got = 0
+            while sip.receive(timeout=1.0) is not None:
+                got += 1
+            return got
+
+    stranger = answered("127.0.0.3", 300)
+    assert 30 <= stranger < 100  # the burst, then a ban
+    assert answered("127.0.0.3", 5) == 0  # still banned
+    assert answered(TRUNK_HOST, 300) == 300  # the carrier is never throttled
