@@ -4,7 +4,7 @@
 Each step places RATE calls/s for SECONDS seconds (answer, hold 1 s, hang up; scenario
 tools/sipp/uac_hold.xml) from a "carrier" on 127.0.0.2, then prints per rate: calls ok / failed,
 SIPp retransmissions, the engine's CPU use (user+system seconds per wall second, from /proc) and
-the median response time to INVITE. Bounded: at most RATE×SECONDS calls per step, every step stops
+the mean INVITE-to-200 time SIPp measured. Bounded: at most RATE×SECONDS calls per step, every step stops
 by itself.
 
     .venv/bin/python tools/bench_sip.py                  # rates 50 100 200 300 400, 10 s each
@@ -77,6 +77,15 @@ def start_engine(work: Path, sip_port: int, log_level: str) -> subprocess.Popen[
     raise SystemExit(f"engine did not start:\n{(work / 'engine.log').read_text()[-3000:]}")
 
 
+def _ms(sipp_time: str) -> float:
+    """SIPp's ``HH:MM:SS:micros`` as milliseconds (NaN when missing)."""
+    try:
+        h, m, sec, micros = (int(part) for part in sipp_time.split(":"))
+    except ValueError:
+        return float("nan")
+    return ((h * 60 + m) * 60 + sec) * 1000 + micros / 1000
+
+
 def run_step(work: Path, sip_port: int, rate: int, seconds: int, pid: int) -> dict[str, float]:
     calls = rate * seconds
     stat = work / f"stat_{rate}.csv"
@@ -103,7 +112,7 @@ def run_step(work: Path, sip_port: int, rate: int, seconds: int, pid: int) -> di
         except ValueError:
             return 0.0
 
-    rtd = last.get("ResponseTime1(C)", "") or last.get("ResponseTime1Mean(C)", "")
+    rtd = _ms(last.get("ResponseTime1(C)", ""))
     return {
         "rate": rate,
         "calls": calls,
@@ -136,9 +145,9 @@ def main() -> int:
             for rate in args.rates:
                 runs = [run_step(work, sip_port, rate, args.seconds, engine.pid) for _ in range(args.repeat)]
                 med = {k: statistics.median(float(r[k]) for r in runs) for k in ("ok", "failed", "retrans", "cpu")}
-                rtd = runs[len(runs) // 2]["rtd"]
+                rtd = statistics.median(float(r["rtd"]) for r in runs)
                 print(f"{rate:>7} {runs[0]['calls']:>7} {med['ok']:>7.0f} {med['failed']:>7.0f} "
-                      f"{med['retrans']:>8.0f} {med['cpu'] * 100:>10.0f}% {rtd:>12}")
+                      f"{med['retrans']:>8.0f} {med['cpu'] * 100:>10.0f}% {rtd:>9.1f} ms")
                 if args.json:
                     print(json.dumps({"rate": rate, **med, "rtd": rtd}))
                 time.sleep(2)  # let the last calls' timers drain before the next step

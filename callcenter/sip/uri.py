@@ -315,6 +315,8 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
     A parameter name may appear only once (a second ``tag`` or ``branch`` would make the value
     ambiguous between implementations).
     """
+    if '"' not in text:
+        return _parse_unquoted_params(text, source)
     params: dict[str, str | None] = {}
     i, n = 0, len(text)
     while i < n:
@@ -360,6 +362,36 @@ def parse_header_params(text: str, source: str) -> dict[str, str | None]:
             raise UriError(f"duplicate parameter {name[:60]!r} in {source[:120]!r}")
         params[key] = value
         i = j
+    return params
+
+
+def _parse_unquoted_params(text: str, source: str) -> dict[str, str | None]:
+    """Fast path of :func:`parse_header_params` for text without quoted strings (same results)."""
+    params: dict[str, str | None] = {}
+    if not text:
+        return params
+    parts = text.split(";")
+    if not parts[0].strip(" \t"):
+        if len(parts) == 1:
+            raise UriError(f"empty parameter in {source[:120]!r}")
+        del parts[0]  # the optional leading ';'
+    for part in parts:
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        if not name:
+            raise UriError(f"empty parameter in {source[:120]!r}")
+        if _TOKEN_RE.fullmatch(name) is None:
+            raise UriError(f"bad parameter {name[:60]!r} in {source[:120]!r}")
+        key = name.lower()
+        if key in params:
+            raise UriError(f"duplicate parameter {name[:60]!r} in {source[:120]!r}")
+        if eq:
+            value = value.strip(" \t")
+            if _GEN_VALUE_RE.fullmatch(value) is None:
+                raise UriError(f"bad value for parameter {name[:60]!r} in {source[:120]!r}")
+            params[key] = value
+        else:
+            params[key] = None
     return params
 
 
