@@ -80,7 +80,8 @@ class InboundCalls(CallHandler):
             stx.respond(resp)
             ua.counters["rejected_shutdown"] += 1
             return
-        if request.headers.get("Max-Forwards") == "0":
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and int(max_forwards) == 0:  # validated as an integer by the parser
             stx.respond(ua.response(request, 483, to_tag=new_tag()))
             return
         trunk = ua.trunks.by_source(source[1])
@@ -229,11 +230,12 @@ class InboundCalls(CallHandler):
         resp.body = body
         leg.dialog = Dialog.from_uas(request, resp, contact)
         stx.respond(resp)
-        if call.source[0] == "UDP":
-            # RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives.
-            # Through the layer: same destination as the first 200 (Via/rport), its T1/T2, stopped by close().
-            retransmitter = ua.txl.start_ok_retransmitter(stx, on_give_up=lambda: self._no_ack(call))
-            self._retransmitters[call.call_id] = retransmitter
+        # RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives (over UDP; on TCP only
+        # the 64*T1 ACK deadline applies). Through the layer: same destination as the first 200, its T1/T2.
+        retransmitter = ua.txl.start_ok_retransmitter(
+            stx, on_give_up=lambda: self._no_ack(call), retransmit=call.source[0] == "UDP"
+        )
+        self._retransmitters[call.call_id] = retransmitter
         call.transition(CallState.ANSWERED)
         call.answered_at = ua.clock.seconds()
         call.sip_status = 200

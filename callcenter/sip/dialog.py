@@ -108,11 +108,14 @@ class Dialog:
         self.state = new
 
     def accept_remote_cseq(self, request: Request) -> bool:
-        """RFC 3261 §12.2.2: a lower CSeq than the last one is out of order (answer 500)."""
+        """RFC 3261 §12.2.2: a lower CSeq than the last one is out of order (answer 500).
+
+        Retransmissions never get here (the transaction layer absorbs them), so an equal CSeq is a new
+        request from a sloppy peer and is accepted, as the RFC only forbids lower ones."""
         number = request.cseq.number
         if request.method in ("ACK", "CANCEL"):
             return True
-        if self.remote_cseq is not None and number <= self.remote_cseq:
+        if self.remote_cseq is not None and number < self.remote_cseq:
             return False
         self.remote_cseq = number
         return True

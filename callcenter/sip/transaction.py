@@ -344,7 +344,7 @@ class TransactionLayer:
         return ctx
 
     def start_ok_retransmitter(
-        self, tx: ServerTransaction, *, on_give_up: Callable[[], None] | None = None
+        self, tx: ServerTransaction, *, on_give_up: Callable[[], None] | None = None, retransmit: bool = True
     ) -> InviteOkRetransmitter:
         """Retransmit the 2xx last sent on ``tx`` until ``ack_received()``; counted in the stats, stopped by close()."""
         if tx.last_data is None or tx.last_response is None or tx.last_response.status // 100 != 2:
@@ -357,6 +357,7 @@ class TransactionLayer:
             self.t1,
             self.t2,
             on_give_up=on_give_up,
+            retransmit=retransmit,
             on_retransmit=self._count_retransmission,
             on_done=self._ok_retransmitters.discard,
         )
