@@ -20,7 +20,7 @@ from callcenter.media.ports import PortsExhausted
 from callcenter.sip.dialog import Dialog, new_tag
 from callcenter.sip.message import Request
 from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, build_offer, parse_answer
-from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
+from callcenter.sip.transaction import ServerTransaction
 from callcenter.sip.uri import SipUri, TelUri
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ class InboundCalls(CallHandler):
         super().__init__(ua)
         self.routes: dict[str, Route] = {}
         self.max_calls = 10_000
-        self._retransmitters: dict[str, InviteOkRetransmitter] = {}
         self.counters = {"offered": 0, "answered": 0, "rejected": 0, "cancelled": 0}
 
     # -- a new INVITE ------------------------------------------------------------------------------
@@ -230,12 +229,7 @@ class InboundCalls(CallHandler):
         resp.body = body
         leg.dialog = Dialog.from_uas(request, resp, contact)
         stx.respond(resp)
-        # RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives (over UDP; on TCP only
-        # the 64*T1 ACK deadline applies). Through the layer: same destination as the first 200, its T1/T2.
-        retransmitter = ua.txl.start_ok_retransmitter(
-            stx, on_give_up=lambda: self._no_ack(call), retransmit=call.source[0] == "UDP"
-        )
-        self._retransmitters[call.call_id] = retransmitter
+        self.retransmit_ok_until_ack(call, stx, on_give_up=lambda: self._no_ack(call))
         call.transition(CallState.ANSWERED)
         call.answered_at = ua.clock.seconds()
         call.sip_status = 200
@@ -246,9 +240,7 @@ class InboundCalls(CallHandler):
         ua.call_answered(call)
 
     def on_ack(self, call: Call, leg: Leg | None, request: Request) -> None:
-        retransmitter = self._retransmitters.pop(call.call_id, None)
-        if retransmitter is not None:
-            retransmitter.ack_received()
+        super().on_ack(call, leg, request)
         if call.state is CallState.ANSWERED:
             offer = leg.local_offer if leg is not None else None
             if offer is not None and request.body and leg is not None:
@@ -288,14 +280,5 @@ class InboundCalls(CallHandler):
                 leg.invite_tx = None
             self.end(call, reason, status=status, ended_by="engine")
         elif call.state in (CallState.ANSWERED, CallState.CONFIRMED):
-            retransmitter = self._retransmitters.pop(call.call_id, None)
-            if retransmitter is not None:
-                retransmitter.stop()  # no more 200s once we hang up
+            self.stop_retransmitting(call)  # no more 200s once we hang up
             self.send_bye(call, call.caller_leg, reason)
-
-    def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:
-        retransmitter = self._retransmitters.pop(call.call_id, None)
-        if retransmitter is not None:
-            retransmitter.ack_received()
-        super().end(call, reason, status=status, ended_by=ended_by)
-

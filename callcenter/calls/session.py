@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -9,8 +10,8 @@ import structlog
 from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.sip.dialog import Dialog, DialogState
 from callcenter.sip.message import Request, Response
-from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, negotiate
-from callcenter.sip.transaction import ServerTransaction
+from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, build_offer, negotiate
+from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
 from callcenter.sip.uri import SipUri, parse_name_addr
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class CallHandler:
         self.media_factory: object | None = None
         self.media_address = "127.0.0.1"
         self.max_call_duration: float = 3600.0
+        # 2xx responses to INVITEs (initial or re-INVITE) waiting for their ACK, by call id.
+        self._retransmitters: dict[str, InviteOkRetransmitter] = {}
 
     # -- media ------------------------------------------------------------------------------------
     def open_media(self, call: Call, mode: str) -> object | None:
@@ -99,7 +102,23 @@ class CallHandler:
         return None
 
     def on_ack(self, call: Call, leg: Leg | None, request: Request) -> None:
-        """ACK for a 2xx; subclasses that answer calls override."""
+        """ACK for a 2xx we sent: stop retransmitting it. Subclasses that answer calls extend this."""
+        retransmitter = self._retransmitters.pop(call.call_id, None)
+        if retransmitter is not None:
+            retransmitter.ack_received()
+
+    def retransmit_ok_until_ack(self, call: Call, stx: ServerTransaction, on_give_up: Callable[[], None]) -> None:
+        """RFC 3261 §13.3.1.4: the UAS core retransmits a 2xx to INVITE until the ACK arrives (over UDP; on
+        TCP only the 64*T1 deadline applies). Through the layer: same destination as the first 2xx, its T1/T2."""
+        self.stop_retransmitting(call)
+        self._retransmitters[call.call_id] = self.ua.txl.start_ok_retransmitter(
+            stx, on_give_up=on_give_up, retransmit=stx.source[0] == "UDP"
+        )
+
+    def stop_retransmitting(self, call: Call) -> None:
+        retransmitter = self._retransmitters.pop(call.call_id, None)
+        if retransmitter is not None:
+            retransmitter.stop()
 
     def on_reinvite(self, call: Call, leg: Leg, request: Request, stx: ServerTransaction) -> None:
         if call.state not in (CallState.CONFIRMED, CallState.ANSWERED):
@@ -107,7 +126,15 @@ class CallHandler:
             return
         assert leg.dialog is not None
         resp = self.ua.response(request, 200, to_tag=leg.dialog.local_tag)
-        if request.body:
+        if not request.body:
+            # An offerless re-INVITE asks us to offer (RFC 3264 §8); the answer comes in the ACK.
+            port = getattr(leg.media, "port", 9)
+            offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id,
+                                session_version=leg.next_sdp_version())
+            leg.local_offer = offer
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = bytes(offer)
+        else:
             try:
                 body = self.sdp_answer(call, leg, request.body)
             except NoCommonCodec:
@@ -121,7 +148,14 @@ class CallHandler:
         leg.dialog.update_target(request)
         resp.headers.add("Contact", leg.dialog.local_contact)
         stx.respond(resp)
+        self.retransmit_ok_until_ack(call, stx, on_give_up=lambda: self._reinvite_not_acked(call, leg))
         log.info("call.reinvite", call_id=call.call_id)
+
+    def _reinvite_not_acked(self, call: Call, leg: Leg) -> None:
+        self._retransmitters.pop(call.call_id, None)
+        if call.state is CallState.CONFIRMED:
+            log.warning("call.reinvite.ack_timeout", call_id=call.call_id)
+            self.send_bye(call, leg, EndReason.TIMEOUT)
 
     # -- hanging up --------------------------------------------------------------------------------
     def send_bye(self, call: Call, leg: Leg, reason: EndReason) -> None:
@@ -149,6 +183,7 @@ class CallHandler:
     def end(self, call: Call, reason: EndReason, *, status: int | None = None, ended_by: str | None = None) -> None:
         if call.state is CallState.ENDED:
             return
+        self.stop_retransmitting(call)
         call.cancel_timers()
         for leg in call.legs:
             close = getattr(leg.media, "close", None)

@@ -115,7 +115,8 @@ class TrunkRegistration:
             return
         if resp.status == 423:
             minimum = resp.headers.get("Min-Expires")
-            if minimum and minimum.isdigit():
+            # Retry once with the carrier's minimum; a carrier that keeps answering 423 is a failure (backoff).
+            if minimum and minimum.isdigit() and int(minimum) > self.trunk.register_expires:
                 self.trunk.register_expires = int(minimum)
                 self._send(auth=None)
                 return

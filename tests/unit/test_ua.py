@@ -1037,3 +1037,26 @@ def test_outbound_hangup_before_challenge_does_not_retry(h: Harness) -> None:
     carrier.challenge(last_invite(h), 407)
     assert len(h.net.requests("INVITE")) == 1  # no authenticated retry of a call we gave up
     assert call.end_reason is EndReason.CANCELLED and call.sip_status == 407
+
+
+def test_offerless_reinvite_gets_our_offer_retransmitted_until_ack(h: Harness) -> None:
+    peer = answered(h)
+    h.net.take()
+    reinvite = peer.in_dialog("INVITE")
+    ok = [r for r in h.net.responses(200, "INVITE") if r.cseq.number == reinvite.cseq.number]
+    assert len(ok) == 1 and sdp_of(ok[0]).media[0].port > 0  # RFC 3264 §8: we offer
+    h.advance(1.6)  # 2xx retransmitted at 0.5 and 1.5 s until the ACK
+    again = [r for r in h.net.responses(200, "INVITE") if r.cseq.number == reinvite.cseq.number]
+    assert len(again) == 3
+    h.net.take()
+    peer.in_dialog("ACK", cseq=reinvite.cseq.number, body=PCMA_SDP.encode())
+    h.advance(10)
+    assert not [r for r in h.net.responses(200, "INVITE")]
+    assert call_of(h, peer).active
+
+
+def test_reinvite_never_acked_ends_the_call(h: Harness) -> None:
+    peer = answered(h)
+    peer.in_dialog("INVITE", body=PCMA_SDP.encode())
+    h.advance(33)
+    assert "BYE" in [m.method for m in h.net.requests()]
