@@ -16,7 +16,7 @@ from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.calls.session import CallHandler
 from callcenter.calls.trunks import Admission, Trunk
 from callcenter.sip.dialog import Dialog, DialogState, new_call_id, new_tag
-from callcenter.sip.digest import DigestError, answer_challenge, parse_challenge, pick_challenge
+from callcenter.sip.digest import DigestError, authorization_for, challenge_header
 from callcenter.sip.message import Headers, Request, Response
 from callcenter.sip.sdp import SdpError, SessionDescription, build_offer, parse_answer
 from callcenter.sip.transaction import ClientTransaction
@@ -144,11 +144,10 @@ class OutboundCalls(CallHandler):
             return
         hung_up = call.call_id in self._cancelling
         if status in (401, 407) and not retried and trunk.username and trunk.password and call.active and not hung_up:
-            header_name = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
             try:
-                challenge = pick_challenge(parse_challenge(v) for v in resp.headers.get_all(header_name))
-                credentials = answer_challenge(
-                    challenge,
+                auth = authorization_for(
+                    status,
+                    resp.headers.get_all(challenge_header(status)),
                     method="INVITE",
                     uri=str(invite.uri),
                     username=trunk.username,
@@ -158,12 +157,11 @@ class OutboundCalls(CallHandler):
             except DigestError as exc:
                 log.warning("call.outbound.auth_error", call_id=call.call_id, error=str(exc))
             else:
-                auth_header = "Authorization" if status == 401 else "Proxy-Authorization"
                 self._send_invite(
                     call,
                     trunk,
                     cseq=invite.cseq.number + 1,
-                    auth=(auth_header, credentials.to_header()),
+                    auth=auth,
                     max_duration=max_duration,
                 )
                 return

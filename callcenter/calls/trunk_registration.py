@@ -14,7 +14,7 @@ import structlog
 
 from callcenter.calls.trunks import Trunk
 from callcenter.sip.dialog import new_call_id, new_tag
-from callcenter.sip.digest import DigestError, answer_challenge, parse_challenge, pick_challenge
+from callcenter.sip.digest import DigestError, authorization_for, challenge_header
 from callcenter.sip.message import Headers, Request, Response
 from callcenter.sip.uri import SipUri
 
@@ -86,11 +86,10 @@ class TrunkRegistration:
             return
         t = self.trunk
         if resp.status in (401, 407) and not retried and t.username and t.password:
-            name = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
             try:
-                challenge = pick_challenge(parse_challenge(v) for v in resp.headers.get_all(name))
-                creds = answer_challenge(
-                    challenge,
+                auth = authorization_for(
+                    resp.status,
+                    resp.headers.get_all(challenge_header(resp.status)),
                     method="REGISTER",
                     uri=str(request.uri),
                     username=t.username,
@@ -100,8 +99,7 @@ class TrunkRegistration:
             except DigestError as exc:
                 self._failed(f"cannot answer challenge: {exc}")
                 return
-            header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-            self._send(auth=(header, creds.to_header()), expires=wanted)
+            self._send(auth=auth, expires=wanted)
             return
         if 200 <= resp.status < 300:
             if wanted == 0:

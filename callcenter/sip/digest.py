@@ -781,3 +781,31 @@ class DigestServer:
     def tracked_nonces(self) -> int:
         """Number of nonces whose nonce count is currently remembered."""
         return len(self._nc_seen)
+
+
+def authorization_for(
+    status: int,
+    challenge_values: Iterable[str],
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    cnonce: str,
+    body: bytes = b"",
+) -> tuple[str, str]:
+    """Answer a 401 (``WWW-Authenticate`` values) or 407 (``Proxy-Authenticate`` values).
+
+    Returns the header to add to the retried request: ``("Authorization" | "Proxy-Authorization", value)``.
+    Raises :class:`DigestError` when no offered challenge can be answered.
+    """
+    challenge = pick_challenge(parse_challenge(v) for v in challenge_values)
+    credentials = answer_challenge(
+        challenge, method=method, uri=uri, username=username, password=password, cnonce=cnonce, body=body
+    )
+    return ("Authorization" if status == 401 else "Proxy-Authorization", credentials.to_header())
+
+
+def challenge_header(status: int) -> str:
+    """Where a 401 or 407 carries its challenges."""
+    return "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .engine import RunningEngine
 from .peers import Baresip, PyVoipPhone, Sipp, stop_all
 
 
@@ -76,3 +77,25 @@ def pyvoip_factory() -> Iterator[Callable[..., PyVoipPhone]]:
     yield make
     for phone in reversed(made):
         phone.stop()
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[Callable[..., RunningEngine]]:
+    """``engine_factory(tweak=None) -> RunningEngine``: `callcenter serve` as a subprocess, started; ``tweak``
+    edits the test configuration first. Every engine is stopped with SIGTERM at the end and must exit 0."""
+    started: list[RunningEngine] = []
+
+    def make(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningEngine:
+        e = RunningEngine(tmp_path / f"engine{len(started)}", tweak=tweak)
+        started.append(e)
+        return e.start()
+
+    yield make
+    for e in started:
+        code = e.stop()
+        assert code == 0, f"engine exited with {code}:\n{e.log_tail()}"
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., RunningEngine]) -> RunningEngine:
+    return engine_factory()

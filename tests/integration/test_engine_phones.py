@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import time
 import wave
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.integration.engine import RunningEngine
-
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine_factory(tmp_path: Path) -> Iterator[Callable[..., RunningEngine]]:
-    started: list[RunningEngine] = []
-
-    def make(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningEngine:
-        e = RunningEngine(tmp_path / f"engine{len(started)}", tweak=tweak)
-        started.append(e)
-        return e.start()
-
-    yield make
-    for e in started:
-        assert e.stop() == 0, e.log_tail()
 
 
 def test_baresip_registers_with_digest_calls_and_hangs_up(engine_factory, baresip_factory) -> None:

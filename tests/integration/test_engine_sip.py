@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,26 +16,6 @@ from tests.integration.engine import REPO_ROOT, TRUNK_HOST, RunningEngine
 from tests.integration.rawsip import RawSip, ack_for, bye_for, sdp_offer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine_factory(tmp_path: Path) -> Iterator[Callable[..., RunningEngine]]:
-    started: list[RunningEngine] = []
-
-    def make(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningEngine:
-        e = RunningEngine(tmp_path / f"engine{len(started)}", tweak=tweak)
-        started.append(e)
-        return e.start()
-
-    yield make
-    for e in started:
-        code = e.stop()
-        assert code == 0, f"engine exited with {code}:\n{e.log_tail()}"
-
-
-@pytest.fixture
-def engine(engine_factory: Callable[..., RunningEngine]) -> RunningEngine:
-    return engine_factory()
 
 
 def call_records(e: RunningEngine) -> list[dict[str, Any]]:
