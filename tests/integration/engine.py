@@ -21,11 +21,12 @@ from typing import Any
 
 import yaml
 
-from tests.integration.peers import free_port, free_port_range
+from tests.integration.peers import free_port, free_port_range, release_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRUNK_HOST = "127.0.0.2"  # the "carrier" lives on a second loopback address: its calls need no login
 OPERATOR_PASSWORD = "operator-test-pw"
+RTP_PORTS = 160  # 80 simultaneous calls per test engine
 
 
 @functools.cache
@@ -44,7 +45,7 @@ def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, tru
             "flood": {"rate": 5000, "burst": 10000, "ban_seconds": 10},
         },
         "http": {"listen": f"127.0.0.1:{http_port}"},
-        "media": {"address": "127.0.0.1", "rtp_port_min": rtp_low, "rtp_port_max": rtp_low + 400},
+        "media": {"address": "127.0.0.1", "rtp_port_min": rtp_low, "rtp_port_max": rtp_low + RTP_PORTS},
         "logging": {"level": "info", "format": "json"},
         "accounts": [
             {"username": "1001", "password": "secret1001", "kind": "phone", "display_name": "Operator 1"},
@@ -85,8 +86,8 @@ class RunningEngine:
         self.sip_port = free_port("both")
         self.http_port = free_port("tcp")
         self.trunk_port = free_port("udp", host=TRUNK_HOST)
-        rtp_low = free_port_range(400, "udp")
-        self.config = base_config(tmp / "data", self.sip_port, self.http_port, rtp_low, self.trunk_port)
+        self.rtp_low = free_port_range(RTP_PORTS, "udp")
+        self.config = base_config(tmp / "data", self.sip_port, self.http_port, self.rtp_low, self.trunk_port)
         if tweak is not None:
             tweak(self.config)
         self.config_path = tmp / "callcenter.yaml"
@@ -195,4 +196,5 @@ class RunningEngine:
                 self.proc.kill()
                 self.proc.wait(5)
         self.returncode = self.proc.returncode
+        release_ports(self.rtp_low, RTP_PORTS)
         return self.returncode

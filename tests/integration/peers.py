@@ -93,6 +93,12 @@ def free_port_range(count: int, kind: PortKind = "udp", *, host: str = LOOPBACK)
     raise RuntimeError(f"no {count} consecutive free {kind} ports on {host}")
 
 
+def release_ports(base: int, count: int = 1) -> None:
+    """Give ports back (their owner has stopped) so long test runs do not run out of ranges."""
+    with _ports_lock:
+        _handed_out.difference_update(range(base, base + count))
+
+
 def _port_taken(port: int, kind: Literal["udp", "tcp"], host: str = LOOPBACK) -> bool:
     return not _can_bind(port, kind, host)
 
