@@ -20,7 +20,7 @@ from callcenter.config import Config
 from callcenter.media.ports import MediaEndpoint, RtpPortPool
 from callcenter.net.flood import FloodGuard
 from callcenter.net.transport import SipTransport
-from callcenter.sip.digest import AccountSecret
+from callcenter.sip.digest_server import AccountSecret
 from callcenter.store.cdr import CdrWriter
 from callcenter.store.db import create_engine_for, run_migrations
 

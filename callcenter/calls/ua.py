@@ -19,7 +19,7 @@ from callcenter.calls.trunks import TrunkSet
 from callcenter.net.flood import FloodGuard
 from callcenter.sip.clock import Clock
 from callcenter.sip.dialog import new_tag
-from callcenter.sip.digest import AccountSecret, AuthStatus, DigestServer
+from callcenter.sip.digest_server import AccountSecret, AuthStatus, DigestServer
 from callcenter.sip.headers import Via
 from callcenter.sip.message import Request, Response, response_for
 from callcenter.sip.registrar import BindingTable, process_register

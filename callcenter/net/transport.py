@@ -19,7 +19,8 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUDP
 from callcenter.net.flood import FloodGuard
 from callcenter.sip.errors import SipParseError
 from callcenter.sip.headers import Via, split_values
-from callcenter.sip.message import Request, Response, StreamFramer, error_response_from_partial, parse_message
+from callcenter.sip.message import Request, Response, error_response_from_partial, parse_message
+from callcenter.sip.stream import StreamFramer
 
 log = structlog.get_logger("callcenter.net")
 

@@ -12,13 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callcenter.sip.digest import (
-    AccountSecret,
-    AuthResult,
-    AuthStatus,
     Challenge,
     Credentials,
     DigestError,
-    DigestServer,
     answer_challenge,
     compute_ha1,
     compute_response,
@@ -27,6 +23,7 @@ from callcenter.sip.digest import (
     parse_credentials,
     pick_challenge,
 )
+from callcenter.sip.digest_server import AccountSecret, AuthResult, AuthStatus, DigestServer
 
 SECRET = b"0123456789abcdef-test-secret"
 REALM = "care.example.org"

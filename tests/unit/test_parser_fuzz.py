@@ -22,11 +22,11 @@ from callcenter.sip.message import (
     Headers,
     Request,
     Response,
-    StreamFramer,
     error_response_from_partial,
     parse_message,
     response_for,
 )
+from callcenter.sip.stream import StreamFramer
 from callcenter.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, UriError, parse_name_addr, parse_uri
 
 CORPUS = Path(__file__).parent / "sip_torture"

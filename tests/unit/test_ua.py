@@ -15,7 +15,8 @@ from callcenter.calls.outbound import OutboundError
 from callcenter.calls.records import CallRecorder
 from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.ua import ALLOW, RegistrationPolicy
-from callcenter.sip.digest import AccountSecret, AuthStatus, DigestServer, parse_challenge, parse_credentials
+from callcenter.sip.digest import parse_challenge, parse_credentials
+from callcenter.sip.digest_server import AccountSecret, AuthStatus, DigestServer
 from callcenter.sip.message import Request, Response, parse_message, response_for
 from callcenter.sip.sdp import SessionDescription, negotiate
 from callcenter.store.cdr import CallRecordData

@@ -19,7 +19,8 @@ from callcenter.calls.model import Call
 from callcenter.calls.trunks import Trunk, TrunkSet
 from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
 from callcenter.net.flood import FloodGuard
-from callcenter.sip.digest import AccountSecret, Challenge, answer_challenge, parse_challenge, pick_challenge
+from callcenter.sip.digest import Challenge, answer_challenge, parse_challenge, pick_challenge
+from callcenter.sip.digest_server import AccountSecret
 from callcenter.sip.message import Request, Response, parse_message, response_for
 
 Address = tuple[str, str, int]
