@@ -188,6 +188,7 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     request[IDENTITY] = identity
     return await handler(request)
 
+
 def _deny_anonymous(request: web.Request) -> web.StreamResponse:
     log_denied(request, "anonymous", None)
     if is_api(request):

@@ -19,7 +19,8 @@ from argon2 import PasswordHasher
 from twisted.internet import task
 
 from agents.auth import LoginLimiter, SessionStore, User
-from agents.web import PUBLIC, _safe_next, allow, create_app, route_roles
+from agents.roles import PUBLIC, allow, route_roles
+from agents.web import _safe_next, create_app
 from callcenter.calls.model import Call, CallState, EndReason
 from callcenter.calls.outbound import OutboundError
 from callcenter.calls.trunks import TrunkSet
