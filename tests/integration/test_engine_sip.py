@@ -232,3 +232,29 @@ def test_flood_from_a_stranger_is_throttled_but_never_the_trunk(engine_factory: 
     assert 30 <= stranger < 100  # the burst, then a ban
     assert answered("127.0.0.3", 5) == 0  # still banned
     assert answered(TRUNK_HOST, 300) == 300  # the carrier is never throttled
+
+
+def test_ipv6_listener_answers_with_received_and_rport(engine_factory: Callable[..., RunningEngine]) -> None:
+    import socket
+
+    def v6(config: dict[str, Any]) -> None:
+        port = config["sip"]["listen"][0].rsplit(":", 1)[1]
+        config["sip"]["listen"] = [f"udp:[::1]:{port}"]
+
+    engine = engine_factory(v6)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.sendto(
+            (
+                f"OPTIONS sip:1000@[::1]:{engine.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP [::1]:{port};branch=z9hG4bKv6test;rport\r\nMax-Forwards: 70\r\n"
+                f"From: <sip:x@[::1]>;tag=1\r\nTo: <sip:1000@[::1]>\r\nCall-ID: v6@test\r\nCSeq: 1 OPTIONS\r\n"
+                f"Content-Length: 0\r\n\r\n"
+            ).encode(),
+            ("::1", engine.sip_port),
+        )
+        s.settimeout(5)
+        reply = s.recvfrom(65535)[0].decode()
+    assert reply.startswith("SIP/2.0 200 OK")
+    assert f"rport={port}" in reply
