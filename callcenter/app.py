@@ -17,7 +17,8 @@ from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.trunks import TrunkSet
 from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
 from callcenter.config import Config
-from callcenter.media.ports import MediaEndpoint, RtpPortPool
+from callcenter.media.prompts import PromptCache
+from callcenter.media.service import MediaService
 from callcenter.net.flood import FloodGuard
 from callcenter.net.transport import SipTransport
 from callcenter.sip.digest_server import AccountSecret
@@ -43,6 +44,7 @@ class Engine:
         self.db: Any = None
         self.cdr: CdrWriter | None = None
         self.transport: SipTransport | None = None
+        self.media: MediaService | None = None
         self.ua: UserAgentCore | None = None
         self.registrations: list[TrunkRegistration] = []
         self.http: Any = None  # the desktop's aiohttp runner (agents.web)
@@ -108,13 +110,19 @@ class Engine:
             digest_algorithms=tuple(sip.digest_algorithms),
         )
         self.ua = ua
-        pool = RtpPortPool(cfg.media.rtp_port_min, cfg.media.rtp_port_max)
-
-        def media_factory(mode: str, call_id: str) -> MediaEndpoint:
-            return MediaEndpoint(self.reactor, pool, cfg.media.address, mode, call_id)
-
+        self.media = MediaService(
+            self.reactor,
+            address=cfg.media.address,
+            port_min=cfg.media.rtp_port_min,
+            port_max=cfg.media.rtp_port_max,
+            prompts=PromptCache(data_dir / "prompts"),
+            recordings_root=Path(cfg.recordings.root),
+            inband_dtmf=cfg.media.inband_dtmf,
+        )
+        self.media.start()
         for handler in (ua.inbound, ua.outbound):
-            handler.media_factory = media_factory
+            handler.media = self.media
+            handler.record_calls = cfg.recordings.record_calls
             handler.media_address = cfg.media.address
             handler.max_call_duration = cfg.engine.max_call_duration
         ua.inbound.max_calls = cfg.engine.max_calls
@@ -125,6 +133,8 @@ class Engine:
                 action=r.action,
                 max_duration=r.max_duration,
                 answer_after=r.answer_after,
+                target=r.target,
+                ring_timeout=r.ring_timeout,
                 emergency=r.emergency,
             )
             for r in cfg.routing.numbers
@@ -181,6 +191,8 @@ class Engine:
                     handler = ua.inbound if call.direction == "inbound" else ua.outbound
                     handler.end(call, _shutdown_reason(), ended_by="engine")
                 ua.close()
+            if self.media is not None:
+                self.media.stop()  # closes every leg and finalises their recordings
             if self.transport is not None:
                 await self.transport.stop_listening()
             if self.cdr is not None:

@@ -256,12 +256,14 @@ class BusConfig(_Section):
 
 class RecordingsConfig(_Section):
     root: Path = Path("recordings")
+    record_calls: bool = True
 
 
 class MediaConfig(_Section):
     address: str = "127.0.0.1"
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(30000, ge=1024, le=65534)
+    inband_dtmf: bool = True
 
     @field_validator("address")
     @classmethod
@@ -378,7 +380,9 @@ class RouteNumber(_Section):
 
     number: str
     name: str = Field(min_length=1)
-    action: Literal["hold", "echo"] = "hold"
+    action: Literal["hold", "echo", "connect"] = "hold"
+    target: str | None = None  # connect: the account (desk phone) to ring
+    ring_timeout: float = Field(30.0, gt=0, le=600)
     max_duration: float | None = Field(None, gt=0)
     answer_after: float = Field(0.0, ge=0, le=300)
     emergency: bool = False
@@ -387,6 +391,12 @@ class RouteNumber(_Section):
     @classmethod
     def _check_number(cls, value: str) -> str:
         return _number(value)
+
+    @model_validator(mode="after")
+    def _connect_needs_target(self) -> Self:
+        if self.action == "connect" and not self.target:
+            raise _invalid(problems=[(("target",), 'action "connect" needs a target: the account to ring')])
+        return self
 
 
 class RoutingConfig(_Section):

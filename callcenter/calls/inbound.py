@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from callcenter.calls.model import Call, CallState, EndReason, Leg
+from callcenter.calls.outbound import OutboundError
 from callcenter.calls.session import CallHandler
 from callcenter.calls.trunks import Admission
 from callcenter.media.ports import PortsExhausted
@@ -39,6 +40,8 @@ class Route:
     max_duration: float | None = None
     answer_after: float = 0.0  # ring this long before answering
     emergency: bool = False
+    target: str | None = None  # "connect": the account to ring (an operator's desk phone)
+    ring_timeout: float = 30.0
 
 
 def dialled_number(request: Request) -> str | None:
@@ -117,7 +120,7 @@ class InboundCalls(CallHandler):
         leg = Leg(role="caller", remote_address=source)
         call.legs.append(leg)
         try:
-            leg.media = self.open_media(call, route.action)
+            leg.media = self.open_media(call, "caller")
         except PortsExhausted:
             self._reject(request, stx, 503, "Service Unavailable (no media ports)", call)
             return
@@ -132,12 +135,12 @@ class InboundCalls(CallHandler):
                 leg.local_offer = offer
                 answer_body = bytes(offer)
         except NoCommonCodec:
-            self._close_media(leg)
+            self.close_media(leg)
             warning = '305 callcenter "no common codec: PCMU or PCMA required"'
             self._reject(request, stx, 488, None, call, warning=warning)
             return
         except SdpError as exc:
-            self._close_media(leg)
+            self.close_media(leg)
             self._reject(request, stx, 400, f"Bad Request (SDP: {exc})", call)
             return
         if trunk is not None:
@@ -158,7 +161,9 @@ class InboundCalls(CallHandler):
         )
         stx.on_cancel = lambda cancel: self._on_cancel(call, stx)
         leg.invite_tx = stx
-        if route.answer_after > 0:
+        if route.action == "connect":
+            self._connect(call, request, stx, answer_body, route)
+        elif route.answer_after > 0:
             ringing = ua.response(request, 180, to_tag=local_tag)
             ringing.headers.add("Contact", ua.contact(call.dialled, source[0]))
             stx.respond(ringing)
@@ -207,12 +212,6 @@ class InboundCalls(CallHandler):
         self.ua.call_started(call)
         self.end(call, EndReason.REJECTED, status=status, ended_by="engine")
 
-    def _close_media(self, leg: Leg) -> None:
-        close = getattr(leg.media, "close", None)
-        if close is not None:
-            close()
-        leg.media = None
-
     # -- answering ---------------------------------------------------------------------------------
     def _answer(self, call: Call, request: Request, stx: ServerTransaction, body: bytes) -> None:
         call.timers.pop("answer", None)
@@ -237,7 +236,63 @@ class InboundCalls(CallHandler):
         route = self.routes.get(call.dialled)
         self.arm_max_duration(call, route.max_duration if route else None)
         log.info("call.answered", call_id=call.call_id, codec=leg.codec)
+        self._start_route_media(call, leg, route)
         ua.call_answered(call)
+
+    # -- connect: ring a desk phone and bridge (until the ACD picks operators) ------------------------
+    def _connect(self, call: Call, request: Request, stx: ServerTransaction, answer_body: bytes, route: Route) -> None:
+        """Ring ``route.target``'s registered phone with the caller's number; answer the caller only when the
+        phone answers, then bridge the two legs' media (and record from the caller's side)."""
+        ua = self.ua
+        ringing = ua.response(request, 180, to_tag=call.caller_leg.local_tag)
+        ringing.headers.add("Contact", ua.contact(call.dialled, call.source[0]))
+        stx.respond(ringing)
+        call.transition(CallState.RINGING)
+        assert route.target is not None
+        try:
+            callee = ua.outbound.call_phone(
+                route.target,
+                caller_number=call.caller_number,
+                caller_display=call.caller_display,
+                ring_timeout=route.ring_timeout,
+                on_answer=lambda b: self._connected(call, b, request, stx, answer_body),
+                on_end=lambda b: self._callee_ended(call, b),
+            )
+        except OutboundError as exc:
+            log.info("call.connect.unavailable", call_id=call.call_id, target=route.target, reason=str(exc))
+            self.hangup(call, EndReason.REJECTED)
+            return
+        call.linked = callee
+        callee.linked = call
+
+    def _connected(self, call: Call, callee: Call, request: Request, stx: ServerTransaction, body: bytes) -> None:
+        if call.state not in (CallState.OFFERED, CallState.RINGING):
+            return  # the caller gave up while the phone was answering; the callee is hung up by _callee_ended
+        self._answer(call, request, stx, body)
+        media, a, b = self.media, call.caller_leg.media, callee.caller_leg.media
+        if media is not None and a is not None and b is not None:
+            media.bridge(a, b)
+        log.info("call.connected", call_id=call.call_id, callee_call_id=callee.call_id, target=callee.dialled)
+
+    def _callee_ended(self, call: Call, callee: Call) -> None:
+        call.linked = None
+        if call.state in (CallState.OFFERED, CallState.RINGING):
+            busy = callee.sip_status in (486, 600)
+            self.hangup(call, EndReason.REJECTED, status=486 if busy else 480)
+        elif call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self.hangup(call, EndReason.LOCAL_BYE)
+
+    def _start_route_media(self, call: Call, leg: Leg, route: Route | None) -> None:
+        """What the caller hears once answered: the echo, or music while held; and the recording."""
+        media, session = self.media, leg.media
+        if media is None or session is None:
+            return
+        if route is not None and route.action == "echo":
+            media.echo(session)
+        elif route is None or route.action != "connect":  # a connected call is bridged by _connected
+            media.music_on_hold(session)
+        if self.record_calls:
+            media.start_recording(session)
 
     def on_ack(self, call: Call, leg: Leg | None, request: Request) -> None:
         super().on_ack(call, leg, request)
@@ -245,9 +300,7 @@ class InboundCalls(CallHandler):
             offer = leg.local_offer if leg is not None else None
             if offer is not None and request.body and leg is not None:
                 try:
-                    negotiated = parse_answer(offer, SessionDescription.parse(request.body))
-                    leg.codec = negotiated.codec
-                    leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
+                    self.apply_negotiated(leg, parse_answer(offer, SessionDescription.parse(request.body)))
                 except SdpError as exc:
                     log.warning("call.ack.bad_sdp", call_id=call.call_id, error=str(exc))
                     call.transition(CallState.CONFIRMED)
@@ -271,10 +324,10 @@ class InboundCalls(CallHandler):
         self.end(call, EndReason.CANCELLED, status=487, ended_by="remote")
 
     # -- hanging up --------------------------------------------------------------------------------
-    def hangup(self, call: Call, reason: EndReason) -> None:
+    def hangup(self, call: Call, reason: EndReason, *, status: int | None = None) -> None:
         if call.state in (CallState.OFFERED, CallState.RINGING):
             leg = call.caller_leg
-            status = 503 if reason is EndReason.SHUTDOWN else 480
+            status = status or (503 if reason is EndReason.SHUTDOWN else 480)
             if leg.invite_tx is not None:
                 leg.invite_tx.respond(self.ua.response(leg.invite_tx.request, status, to_tag=leg.local_tag))
                 leg.invite_tx = None

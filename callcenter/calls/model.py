@@ -96,6 +96,7 @@ class Call:
     priority: int | None = None
     flow_version: str | None = None
     timers: dict[str, Any] = field(default_factory=dict)
+    linked: Call | None = None  # the other call of a connected pair (caller ↔ operator's phone)
 
     def transition(self, new: CallState) -> None:
         if new == self.state:

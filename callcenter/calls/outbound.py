@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -31,7 +32,18 @@ Address = tuple[str, str, int]
 
 
 class OutboundError(Exception):
-    """The call could not be placed (no trunk, trunk busy, no media port)."""
+    """The call could not be placed (no trunk, trunk busy, phone not registered, no media port)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneTarget:
+    """A registered phone or terminal we call directly (looks like a trunk to the INVITE code)."""
+
+    name: str
+    transport: str
+    address: tuple[str, str, int]
+    username: str | None = None
+    password: str | None = None
 
 
 class OutboundCalls(CallHandler):
@@ -40,6 +52,7 @@ class OutboundCalls(CallHandler):
         self._acks: dict[str, bytes] = {}  # call_id → the ACK we sent for its 2xx (re-sent on retransmitted 2xx)
         self._invite_tx: dict[str, ClientTransaction] = {}
         self._on_end: dict[str, Callable[[Call], None]] = {}
+        self._on_answer: dict[str, Callable[[Call], None]] = {}
         self._cancelling: dict[str, EndReason] = {}  # call_id → why we CANCELled (a 2xx may still cross it)
         self.counters = {"placed": 0, "answered": 0, "failed": 0}
 
@@ -81,7 +94,7 @@ class OutboundCalls(CallHandler):
         )
         leg = Leg(role="callee", remote_address=trunk.address, local_tag=new_tag())
         call.legs.append(leg)
-        leg.media = self.open_media(call, "hold")
+        leg.media = self.open_media(call, "callee")
         port = getattr(leg.media, "port", 9)
         leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
         leg.next_sdp_version()
@@ -94,15 +107,76 @@ class OutboundCalls(CallHandler):
         self._send_invite(call, trunk, cseq=1, auth=None, max_duration=max_duration)
         return call
 
+    def call_phone(
+        self,
+        account: str,
+        *,
+        caller_number: str,
+        caller_display: str | None = None,
+        ring_timeout: float = 30.0,
+        on_answer: Callable[[Call], None] | None = None,
+        on_end: Callable[[Call], None] | None = None,
+    ) -> Call:
+        """Ring a registered phone (an operator's desk phone, a terminal) with the caller's number shown."""
+        ua = self.ua
+        contacts = ua.lookup_contacts(account)
+        if not contacts:
+            raise OutboundError(f"{account} is not registered")
+        contact, address = contacts[0]
+        target = PhoneTarget(name=account, transport=address[0], address=address)
+        call_id = new_call_id(ua.local(address[0])[0] if ":" not in ua.local(address[0])[0] else "callcenter")
+        display = caller_display or caller_number
+        call = Call(
+            call_id=call_id,
+            direction="outbound",
+            from_uri=f"sip:{caller_number or 'anonymous'}@{ua.domain}",
+            to_uri=contact,
+            caller_number=caller_number,
+            caller_display=display,
+            dialled=account,
+            source=address,
+            started_at=ua.clock.seconds(),
+        )
+        leg = Leg(role="callee", remote_address=address, local_tag=new_tag())
+        call.legs.append(leg)
+        leg.media = self.open_media(call, "callee")
+        port = getattr(leg.media, "port", 9)
+        leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
+        leg.next_sdp_version()
+        if on_end is not None:
+            self._on_end[call_id] = on_end
+        if on_answer is not None:
+            self._on_answer[call_id] = on_answer
+        ua.call_started(call)
+        self.counters["placed"] += 1
+        log.info("call.phone.ringing", call_id=call_id, account=account, contact=contact)
+        call.timers["ring_timeout"] = ua.clock.callLater(ring_timeout, self._ring_timeout, call)
+        self._send_invite(call, target, cseq=1, auth=None, max_duration=None, display=display)
+        return call
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.timers.pop("ring_timeout", None)
+        if call.state in (CallState.OFFERED, CallState.RINGING):
+            log.info("call.phone.no_answer", call_id=call.call_id)
+            self.hangup(call, EndReason.TIMEOUT)
+
     def _send_invite(
-        self, call: Call, trunk: Trunk, *, cseq: int, auth: tuple[str, str] | None, max_duration: float | None
+        self,
+        call: Call,
+        trunk: Trunk | PhoneTarget,
+        *,
+        cseq: int,
+        auth: tuple[str, str] | None,
+        max_duration: float | None,
+        display: str | None = None,
     ) -> None:
         ua = self.ua
         leg = call.caller_leg
         headers = Headers()
         headers.add("Via", str(ua.new_via(trunk.transport)))
         headers.add("Max-Forwards", "70")
-        headers.add("From", f"<{call.from_uri}>;tag={leg.local_tag}")
+        name = f'"{display}" ' if display and '"' not in display and "\\" not in display else ""
+        headers.add("From", f"{name}<{call.from_uri}>;tag={leg.local_tag}")
         headers.add("To", f"<{call.to_uri}>")
         headers.add("Call-ID", call.call_id)
         headers.add("CSeq", f"{cseq} INVITE")
@@ -130,7 +204,14 @@ class OutboundCalls(CallHandler):
         )
 
     def _on_invite_response(
-        self, call: Call, trunk: Trunk, invite: Request, resp: Response, *, retried: bool, max_duration: float | None
+        self,
+        call: Call,
+        trunk: Trunk | PhoneTarget,
+        invite: Request,
+        resp: Response,
+        *,
+        retried: bool,
+        max_duration: float | None,
     ) -> None:
         status = resp.status
         leg = call.caller_leg
@@ -195,9 +276,7 @@ class OutboundCalls(CallHandler):
             self.send_bye(call, leg, cancelled)
             return
         try:
-            negotiated = parse_answer(leg.local_offer, SessionDescription.parse(resp.body))
-            leg.codec = negotiated.codec
-            leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
+            self.apply_negotiated(leg, parse_answer(leg.local_offer, SessionDescription.parse(resp.body)))
         except SdpError as exc:
             log.warning("call.outbound.bad_answer", call_id=call.call_id, error=str(exc))
             call.transition(CallState.ANSWERED)
@@ -210,7 +289,15 @@ class OutboundCalls(CallHandler):
         call.sip_status = resp.status
         self.counters["answered"] += 1
         self.arm_max_duration(call, max_duration)
+        ring = call.timers.pop("ring_timeout", None)
+        if ring is not None and ring.active():
+            ring.cancel()
         log.info("call.outbound.answered", call_id=call.call_id, codec=leg.codec)
+        on_answer = self._on_answer.pop(call.call_id, None)
+        if on_answer is not None:
+            on_answer(call)
+        elif self.record_calls and self.media is not None and leg.media is not None:
+            self.media.start_recording(leg.media)
         ua.call_answered(call)
 
     def on_stray_response(self, response: Response, source: Address) -> None:
@@ -239,6 +326,7 @@ class OutboundCalls(CallHandler):
         self._invite_tx.pop(call.call_id, None)
         self._cancelling.pop(call.call_id, None)
         callback = self._on_end.pop(call.call_id, None)
+        self._on_answer.pop(call.call_id, None)
         super().end(call, reason, status=status, ended_by=ended_by)
         # Keep the ACK a little while for retransmitted 2xx, then forget it.
         self.ua.clock.callLater(32, self._acks.pop, call.call_id, None)

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from callcenter.calls.model import Call, CallState, EndReason, Leg
+from callcenter.media.dtmf import DtmfDigit, parse_dtmf_info
+from callcenter.media.session import Negotiated
 from callcenter.sip.dialog import Dialog, DialogState
 from callcenter.sip.message import Request, Response
-from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, build_offer, negotiate
+from callcenter.sip.sdp import NegotiatedMedia, NoCommonCodec, SdpError, SessionDescription, build_offer, negotiate
 from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
 from callcenter.sip.uri import SipUri, parse_name_addr
 
 if TYPE_CHECKING:
     from callcenter.calls.ua import UserAgentCore
+
+
+class CallMedia(Protocol):
+    """What call handling needs from the media room (callcenter.media.service.MediaService)."""
+
+    def open_leg(self, call_id: str, role: str) -> Any: ...
+    def close_leg(self, session: Any) -> None: ...
+    def music_on_hold(self, session: Any) -> Any: ...
+    def echo(self, session: Any) -> Any: ...
+    def bridge(self, caller: Any, other: Any) -> Any: ...
+    def start_recording(self, caller: Any) -> Any: ...
+    def inject_digit(self, session: Any, digit: DtmfDigit) -> None: ...
 
 log = structlog.get_logger("callcenter.calls")
 
@@ -27,18 +41,37 @@ class CallHandler:
 
     def __init__(self, ua: UserAgentCore) -> None:
         self.ua = ua
-        self.media_factory: object | None = None
+        self.media: CallMedia | None = None
         self.media_address = "127.0.0.1"
+        self.record_calls = False
         self.max_call_duration: float = 3600.0
         # 2xx responses to INVITEs (initial or re-INVITE) waiting for their ACK, by call id.
         self._retransmitters: dict[str, InviteOkRetransmitter] = {}
 
     # -- media ------------------------------------------------------------------------------------
-    def open_media(self, call: Call, mode: str) -> object | None:
-        factory = self.media_factory
-        if factory is None:
-            return None
-        return factory(mode, call.call_id)  # type: ignore[operator]
+    def open_media(self, call: Call, role: str) -> Any:
+        """An RTP leg for ``call`` (None when the engine runs without media, as unit tests may)."""
+        return self.media.open_leg(call.call_id, role) if self.media is not None else None
+
+    def close_media(self, leg: Leg) -> None:
+        if leg.media is not None and self.media is not None:
+            self.media.close_leg(leg.media)
+        leg.media = None
+
+    def apply_negotiated(self, leg: Leg, negotiated: NegotiatedMedia) -> None:
+        """Offer/answer settled (initial, ACK of a late offer, re-INVITE): tell the leg's RTP session."""
+        leg.codec = negotiated.codec
+        leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
+        if leg.media is not None:
+            leg.media.configure(
+                Negotiated(
+                    codec=negotiated.codec,
+                    payload_type=negotiated.payload_type,
+                    telephone_event_pt=negotiated.telephone_event_pt,
+                    remote=(negotiated.remote_address, negotiated.remote_port),
+                    direction=negotiated.direction,
+                )
+            )
 
     def sdp_answer(self, call: Call, leg: Leg, offer_body: bytes) -> bytes:
         """Negotiate an offer for ``leg``; raises SdpError / NoCommonCodec."""
@@ -51,8 +84,7 @@ class CallHandler:
             session_id=leg.sdp_session_id,
             session_version=leg.next_sdp_version(),
         )
-        leg.codec = answer.codec
-        leg.remote_media = (answer.remote_address, answer.remote_port)
+        self.apply_negotiated(leg, answer)
         return bytes(answer.sdp)
 
     # -- signalling destinations -------------------------------------------------------------------
@@ -87,11 +119,26 @@ class CallHandler:
             self.end(call, EndReason.CALLER_BYE, ended_by="remote")
         elif method == "INVITE":
             self.on_reinvite(call, leg, request, stx)
-        elif method in ("INFO", "OPTIONS", "UPDATE"):
-            # DTMF relay (application/dtmf-relay) is interpreted by the media room; here we acknowledge it.
+        elif method == "INFO":
+            self.on_info(call, leg, request, stx)
+        elif method in ("OPTIONS", "UPDATE"):
             stx.respond(self.ua.response(request, 200))
         else:
             stx.respond(self.ua.response(request, 501))
+
+    def on_info(self, call: Call, leg: Leg, request: Request, stx: ServerTransaction) -> None:
+        """SIP INFO: DTMF relay (application/dtmf-relay, application/dtmf) goes to the leg's digit listeners;
+        an empty INFO (a keep-alive) and other packages are acknowledged."""
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type in ("application/dtmf-relay", "application/dtmf"):
+            digit = parse_dtmf_info(content_type, request.body)
+            if digit is None:
+                stx.respond(self.ua.response(request, 400, "Bad Request (unreadable DTMF body)"))
+                return
+            if leg.media is not None and self.media is not None:
+                self.media.inject_digit(leg.media, digit)
+            log.info("call.dtmf.info", call_id=call.call_id, digit=digit.digit)
+        stx.respond(self.ua.response(request, 200))
 
     def leg_for(self, call: Call, request: Request) -> Leg | None:
         from_tag, to_tag = request.from_.tag, request.to.tag
@@ -186,12 +233,16 @@ class CallHandler:
         self.stop_retransmitting(call)
         call.cancel_timers()
         for leg in call.legs:
-            close = getattr(leg.media, "close", None)
-            if close is not None:
-                close()
+            self.close_media(leg)
             if leg.dialog is not None and leg.dialog.state is not DialogState.TERMINATED:
                 leg.dialog.transition(DialogState.TERMINATED)
         call.transition(CallState.ENDED)
+        linked, call.linked = call.linked, None
+        if linked is not None and linked.active and call.direction == "inbound":
+            # The caller left: ring off / hang up the phone we connected it to. (The other way round, the
+            # inbound handler's on_end callback decides, because an unanswered phone maps to 486/480.)
+            linked.linked = None
+            self.ua.outbound.hangup(linked, EndReason.LOCAL_BYE)
         call.ended_at = self.ua.clock.seconds()
         call.end_reason = reason
         if status is not None:

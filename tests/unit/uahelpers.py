@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from typing import Any
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -98,26 +99,48 @@ class FakeNet:
 @dataclass
 class FakeMedia:
     port: int
-    mode: str
+    role: str
     call_id: str
     closed: int = 0
+    negotiated: list[Any] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
 
-    def close(self) -> None:
-        self.closed += 1
+    def configure(self, negotiated: Any) -> None:
+        self.negotiated.append(negotiated)
 
 
 class FakeMediaFactory:
-    """``factory(mode, call_id)`` like the engine's RTP endpoint factory."""
+    """Stands in for the MediaService: legs with ports, and a log of what was asked of them."""
 
     def __init__(self, first_port: int = 20000) -> None:
         self.next_port = first_port
         self.created: list[FakeMedia] = []
+        self.digits: list[tuple[str, str]] = []
 
-    def __call__(self, mode: str, call_id: str) -> FakeMedia:
-        media = FakeMedia(self.next_port, mode, call_id)
+    def open_leg(self, call_id: str, role: str) -> FakeMedia:
+        media = FakeMedia(self.next_port, role, call_id)
         self.next_port += 2
         self.created.append(media)
         return media
+
+    def close_leg(self, session: FakeMedia) -> None:
+        session.closed += 1
+
+    def music_on_hold(self, session: FakeMedia) -> None:
+        session.actions.append("hold_music")
+
+    def echo(self, session: FakeMedia) -> None:
+        session.actions.append("echo")
+
+    def bridge(self, caller: FakeMedia, other: FakeMedia) -> None:
+        caller.actions.append("bridge")
+        other.actions.append("bridge")
+
+    def start_recording(self, caller: FakeMedia) -> None:
+        caller.actions.append("record")
+
+    def inject_digit(self, session: FakeMedia, digit: Any) -> None:
+        self.digits.append((session.call_id, digit.digit))
 
 
 @dataclass
@@ -211,7 +234,7 @@ def make_harness(
     )
     media = FakeMediaFactory()
     for handler in (ua.inbound, ua.outbound):
-        handler.media_factory = media
+        handler.media = media
         handler.media_address = LOCAL_HOST
     ua.inbound.routes = {r.number: r for r in routes}
     observer = RecordingObserver()
