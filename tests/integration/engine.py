@@ -45,6 +45,7 @@ def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, tru
             "flood": {"rate": 5000, "burst": 10000, "ban_seconds": 10},
         },
         "http": {"listen": f"127.0.0.1:{http_port}"},
+        "recordings": {"root": str(data_dir / "recordings"), "record_calls": True},
         "media": {"address": "127.0.0.1", "rtp_port_min": rtp_low, "rtp_port_max": rtp_low + RTP_PORTS},
         "logging": {"level": "info", "format": "json"},
         "accounts": [
@@ -74,6 +75,8 @@ def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, tru
                 {"number": "9196", "name": "Echo test", "action": "echo"},
                 {"number": "2000", "name": "Ringing line", "action": "hold", "answer_after": 5},
                 {"number": "3000", "name": "Short line", "action": "hold", "max_duration": 1},
+                {"number": "4000", "name": "Operator 1001", "action": "connect", "target": "1001",
+                 "ring_timeout": 10},
             ]
         },
     }

@@ -1,0 +1,79 @@
+"""The media plane against real peers: DTMF (RFC 4733 pcaps, baresip, pyVoIP in-band tones), recording,
+bridging a caller to an operator's desk phone."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.integration.engine import TRUNK_HOST, RunningEngine
+
+pytestmark = pytest.mark.integration
+
+
+def digits_of(engine: RunningEngine, call_id: str | None = None) -> str:
+    events = engine.find("media.dtmf")
+    return "".join(e["digit"] for e in events if call_id is None or e["call_id"] == call_id)
+
+
+def test_rfc2833_digits_from_sipp_pcaps_are_received(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac_dtmf_pcap.xml", target=engine.sip_target, service="1000", local_ip=TRUNK_HOST,
+                        max_calls=1, timeout=30, recv_timeout=15)
+    result = sipp.run(timeout=40)
+    assert result.successful == 1, str(result)
+    (offered,) = engine.wait_for_event("call.offered", dialled="1000")
+    engine.wait_for_event("media.dtmf", count=3, call_id=offered["call_id"])
+    assert digits_of(engine, offered["call_id"]) == "12#"
+    assert {e["source"] for e in engine.find("media.dtmf")} == {"rfc4733"}
+
+
+DTMF_FREQS = {
+    "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "4": (770, 1209), "5": (770, 1336), "6": (770, 1477),
+    "7": (852, 1209), "8": (852, 1336), "9": (852, 1477), "*": (941, 1209), "0": (941, 1336), "#": (941, 1477),
+}
+
+
+def dtmf_u8(digits: str, tone_ms: int = 120, gap_ms: int = 120) -> bytes:
+    """Keypad tones as pyVoIP wants its audio: 8 kHz, 8-bit unsigned linear."""
+    parts = [np.zeros(int(0.3 * 8000))]
+    for d in digits:
+        t = np.arange(int(tone_ms * 8)) / 8000
+        low, high = DTMF_FREQS[d]
+        parts.append(0.35 * np.sin(2 * np.pi * low * t) + 0.35 * np.sin(2 * np.pi * high * t))
+        parts.append(np.zeros(int(gap_ms * 8)))
+    signal = np.concatenate(parts)
+    return (np.clip(signal * 127 + 128, 0, 255)).astype(np.uint8).tobytes()
+
+
+def test_pyvoip_inband_tones_are_heard_by_the_detector(engine: RunningEngine, pyvoip_factory) -> None:
+    host, port = engine.sip_target.split(":")
+    phone = pyvoip_factory(host, int(port), "t0001", "secret-t0001")
+    phone.start()
+    call = phone.call("1000")
+    phone.wait_answered(call, timeout=10)
+    (offered,) = engine.wait_for_event("call.offered", dialled="1000")
+    call.write_audio(dtmf_u8("159#"))
+    engine.wait_for_event("media.dtmf", count=4, call_id=offered["call_id"], timeout=15)
+    phone.hangup(call)
+    assert digits_of(engine, offered["call_id"]) == "159#"
+    assert {e["source"] for e in engine.find("media.dtmf", call_id=offered["call_id"])} == {"inband"}
+
+
+def test_baresip_sends_rfc4733_digits(engine: RunningEngine, baresip_factory) -> None:
+    phone = baresip_factory("1002", domain=engine.sip_target, password="secret1002", regint=600)
+    phone.start()
+    phone.dial(f"sip:1000@{engine.sip_target}")
+    phone.wait_event("CALL_ESTABLISHED", timeout=10)
+    (offered,) = engine.wait_for_event("call.offered", dialled="1000")
+    time.sleep(0.5)
+    for digit in "7*0":
+        phone.send_dtmf(digit)
+        time.sleep(0.4)
+    engine.wait_for_event("media.dtmf", count=3, call_id=offered["call_id"], timeout=10)
+    phone.hangup()
+    assert digits_of(engine, offered["call_id"]) == "7*0"
