@@ -4,9 +4,6 @@ bridging a caller to an operator's desk phone."""
 from __future__ import annotations
 
 import time
-import wave
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
