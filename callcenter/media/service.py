@@ -112,16 +112,17 @@ class MediaService:
         raise PortsExhausted("could not bind an RTP port")
 
     def close_leg(self, session: RtpSession) -> None:
-        leg = self._legs.pop(id(session), None)
+        leg = self._legs.get(id(session))
         if leg is None:
             return
+        if leg.tap is not None:
+            self.stop_recording(session)  # finalise the WAV (and log it) while the leg is still known
+        del self._legs[id(session)]
         if leg.collector is not None:
             leg.collector.finish("hangup")
         if leg.player is not None:
             leg.player.stop()
         self._detach(leg)
-        if leg.tap is not None:
-            self.stop_recording(session)
         self.clock.remove(session)
         session.close()
         leg.listening.stopListening()

@@ -35,6 +35,8 @@ from callcenter.media.rtp import (
 
 log = structlog.get_logger("callcenter.media")
 
+FRAME_BYTES = 160  # one 20 ms G.711 frame
+PREBUFFER = 2 * FRAME_BYTES  # 40 ms of cushion against arrival jitter before playout starts
 JITTER_DEPTH = 6  # frames kept before the oldest is dropped (120 ms: clock drift or a burst)
 RELATCH_AFTER = 2.0  # seconds of silence from the latched source before another source may take over
 
@@ -73,8 +75,14 @@ FrameSource = Callable[[], bytes | None]  # returns an encoded 20 ms payload in 
 
 @dataclass
 class _JitterBuffer:
+    """Reorders packets by sequence and hands out exactly one 20 ms frame (160 G.711 bytes) per tick,
+    whatever the peer's packet time (10, 20, 30, 40 ms): G.711 is one byte per sample, so payloads are
+    joined into a byte stream and cut into frames."""
+
     frames: deque[tuple[int, bytes]] = field(default_factory=deque)  # (extended sequence, payload)
     next_seq: int | None = None
+    pending: bytearray = field(default_factory=bytearray)  # bytes taken from packets, not yet handed out
+    primed: bool = False  # playout starts (and restarts after an underrun) once PREBUFFER bytes wait
 
     def push(self, seq: int, payload: bytes, counters: MediaCounters) -> None:
         if self.next_seq is not None and seq < self.next_seq:
@@ -96,15 +104,33 @@ class _JitterBuffer:
             counters.dropped_late += 1
 
     def pop(self) -> bytes | None:
-        if not self.frames:
+        pending, frames = self.pending, self.frames
+        if not self.primed:
+            if len(pending) + sum(len(p) for _, p in frames) < PREBUFFER:
+                return None
+            self.primed = True
+        if not pending and frames and len(frames[0][1]) == FRAME_BYTES:
+            seq, payload = frames.popleft()  # the common case: one 20 ms packet per tick, no copying
+            self.next_seq = seq + 1
+            return payload
+        while len(pending) < FRAME_BYTES and frames:
+            seq, payload = frames.popleft()
+            self.next_seq = seq + 1
+            pending += payload
+        if len(pending) < FRAME_BYTES:
+            self.primed = False  # underrun: build up the cushion again before playing on
             return None
-        seq, payload = self.frames.popleft()
-        self.next_seq = seq + 1
-        return payload
+        out = bytes(pending[:FRAME_BYTES])
+        del pending[:FRAME_BYTES]
+        if len(pending) > JITTER_DEPTH * FRAME_BYTES:  # a sender faster than our clock: drop the backlog
+            del pending[: len(pending) - FRAME_BYTES]
+        return out
 
     def reset(self) -> None:
         self.frames.clear()
+        self.pending.clear()
         self.next_seq = None
+        self.primed = False
 
 
 class RtpSession(protocol.DatagramProtocol):
@@ -188,7 +214,9 @@ class RtpSession(protocol.DatagramProtocol):
             self._remote_ssrc = packet.ssrc
             self.stats.restart()
             self.jitter.reset()
-        if not self.stats.update(packet.sequence, packet.timestamp, now):
+        if not self.stats.update(packet.sequence, packet.timestamp, now) and self.stats.valid:
+            # A known source jumped or went backwards too far (RFC 3550 A.1): drop until it resyncs.
+            # (Packets of a new source on probation are kept: an elder's first words matter.)
             self.counters.invalid_sequence += 1
             return
         self.counters.received += 1

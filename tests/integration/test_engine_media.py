@@ -4,6 +4,8 @@ bridging a caller to an operator's desk phone."""
 from __future__ import annotations
 
 import time
+import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +76,57 @@ def test_baresip_sends_rfc4733_digits(engine: RunningEngine, baresip_factory) ->
     engine.wait_for_event("media.dtmf", count=3, call_id=offered["call_id"], timeout=10)
     phone.hangup()
     assert digits_of(engine, offered["call_id"]) == "7*0"
+
+
+def pcap_audio(path: Path) -> np.ndarray:
+    """The PCM audio of an RTP pcap (A-law, as SIPp's g711a.pcap), decoded with our own tables."""
+    import struct
+
+    from callcenter.media.g711 import alaw_decode
+
+    data = path.read_bytes()
+    link = struct.unpack("<I", data[20:24])[0]
+    offset, chunks = 24, []
+    while offset < len(data):
+        incl = struct.unpack("<I", data[offset + 8 : offset + 12])[0]
+        packet = data[offset + 16 : offset + 16 + incl]
+        offset += 16 + incl
+        hdr = 14 if link == 1 else 16
+        ihl = (packet[hdr] & 0x0F) * 4
+        rtp = packet[hdr + ihl + 8 :]
+        if rtp[1] & 0x7F == 8:
+            chunks.append(alaw_decode(rtp[12:]))
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def best_correlation(reference: np.ndarray, recorded: np.ndarray) -> float:
+    """Normalised cross-correlation of ``reference`` against ``recorded`` at the best alignment."""
+    n = len(reference) + len(recorded)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(recorded, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(corr[: len(recorded)]))
+    window = recorded[lag : lag + len(reference)]
+    ref = reference[: len(window)]
+    return float(np.dot(ref, window) / (np.linalg.norm(ref) * np.linalg.norm(window) + 1e-9))
+
+
+def read_stereo(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+    return frames[:, 0].astype(np.float64), frames[:, 1].astype(np.float64), 8000
+
+
+def test_recording_caller_channel_correlates_with_what_the_caller_sent(engine: RunningEngine, sipp_factory) -> None:
+    sipp = sipp_factory("uac_dtmf_pcap.xml", target=engine.sip_target, service="1000", local_ip=TRUNK_HOST,
+                        max_calls=1, timeout=30, recv_timeout=15)
+    assert sipp.run(timeout=40).successful == 1
+    (offered,) = engine.wait_for_event("call.offered", dialled="1000")
+    (finished,) = engine.wait_for_event("media.recording.finished", call_id=offered["call_id"])
+    path = Path(finished["path"])
+    assert offered["call_id"] not in str(path)  # file names never come from caller-supplied strings
+    left, right, _ = read_stereo(path)
+    # The scenario replays g711a.pcap for 5 s, then starts the DTMF pcaps (which end the audio replay).
+    reference = pcap_audio(Path("/usr/share/sip-tester/g711a.pcap"))[: 8000 * 47 // 10]
+    assert best_correlation(reference, left) > 0.9
+    assert np.abs(right).max() > 100  # the caller heard music on hold, recorded on the right
