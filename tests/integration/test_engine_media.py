@@ -130,3 +130,36 @@ def test_recording_caller_channel_correlates_with_what_the_caller_sent(engine: R
     reference = pcap_audio(Path("/usr/share/sip-tester/g711a.pcap"))[: 8000 * 47 // 10]
     assert best_correlation(reference, left) > 0.9
     assert np.abs(right).max() > 100  # the caller heard music on hold, recorded on the right
+
+
+def test_bridge_to_an_operator_phone_carries_audio_both_ways_and_records_stereo(
+    engine: RunningEngine, sipp_factory, baresip_factory, tmp_path: Path
+) -> None:
+    """A terminal (SIPp, PCMA) calls 4000, which rings operator 1001's desk phone (baresip, PCMU, a 1 kHz tone
+    for a voice): the engine answers the caller only when the phone answers, bridges (transcoding PCMA↔PCMU)
+    and records caller left, operator right."""
+    record = tmp_path / "operator"
+    operator = baresip_factory("1001", domain=engine.sip_target, password="secret1001", regint=600,
+                               answermode="auto", sine_hz=1000, record_dir=record)
+    operator.start()
+    sipp = sipp_factory("uac_dtmf_pcap.xml", target=engine.sip_target, service="4000", local_ip=TRUNK_HOST,
+                        max_calls=1, timeout=30, recv_timeout=15)
+    assert sipp.run(timeout=40).successful == 1
+    (offered,) = engine.wait_for_event("call.offered", dialled="4000")
+    (connected,) = engine.wait_for_event("call.connected", call_id=offered["call_id"])
+    (finished,) = engine.wait_for_event("media.recording.finished", call_id=offered["call_id"])
+    operator.wait_event("CALL_CLOSED", timeout=10)  # the caller's BYE hung up the operator's phone too
+    left, right, rate = read_stereo(Path(finished["path"]))
+    reference = pcap_audio(Path("/usr/share/sip-tester/g711a.pcap"))[: 8000 * 47 // 10]
+    assert best_correlation(reference, left) > 0.9
+    spectrum = np.abs(np.fft.rfft(right[: rate * 4]))
+    assert abs(np.argmax(spectrum[1:]) * rate / (rate * 4) - 1000) < 20  # the operator's voice, right channel
+    operator.stop()
+    (heard,) = sorted(record.glob("dump-*-dec.wav"))[-1:]
+    with wave.open(str(heard)) as w:
+        op_rate, channels = w.getframerate(), w.getnchannels()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[::channels].astype(np.float64)
+    if op_rate != 8000:
+        samples = np.interp(np.arange(0, len(samples), op_rate / 8000), np.arange(len(samples)), samples)
+    assert best_correlation(reference, samples) > 0.8  # the operator heard the caller (through PCMA→PCMU)
+    assert connected["target"] == "1001"
