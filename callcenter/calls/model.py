@@ -61,6 +61,7 @@ class Leg:
     local_tag: str | None = None  # our tag in this leg's dialog, chosen before the dialog exists
     invite_tx: Any = None  # the INVITE transaction while the leg is not answered
     local_offer: Any = None  # our SDP offer when we offered (late-offer INVITE or outbound call)
+    held: bool = False  # the peer put this leg on hold (re-INVITE sendonly/inactive)
     sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(10**9))
     sdp_version: int = 0
 

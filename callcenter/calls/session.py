@@ -30,6 +30,7 @@ class CallMedia(Protocol):
     def bridge(self, caller: Any, other: Any) -> Any: ...
     def start_recording(self, caller: Any) -> Any: ...
     def inject_digit(self, session: Any, digit: DtmfDigit) -> None: ...
+    def remote_hold(self, session: Any, held: bool) -> None: ...
 
 log = structlog.get_logger("callcenter.calls")
 
@@ -62,6 +63,11 @@ class CallHandler:
         """Offer/answer settled (initial, ACK of a late offer, re-INVITE): tell the leg's RTP session."""
         leg.codec = negotiated.codec
         leg.remote_media = (negotiated.remote_address, negotiated.remote_port)
+        held = negotiated.direction in ("recvonly", "inactive")  # our side of it: the peer holds us
+        if held != leg.held:
+            leg.held = held
+            if leg.media is not None and self.media is not None:
+                self.media.remote_hold(leg.media, held)
         if leg.media is not None:
             leg.media.configure(
                 Negotiated(

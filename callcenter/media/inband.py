@@ -53,9 +53,16 @@ HOP_8K = 52
 MIN_WINDOWS = 5
 END_WINDOWS = 4
 RELATIVE_PEAK_DB = 8.0
+TWIST_MARGIN_DB = 1.0
+"""Twist is rejected this far beyond the limits (which must be accepted), so noise does not reject 8 dB."""
+WINDOW_TWIST_SLACK_DB = 3.0
+"""Windows pass twist with this margin; the candidate's twist is then checked exactly on averaged levels."""
 WINDOW_TONE_FRACTION = 0.70
 FINAL_TONE_FRACTION = 0.90
 FREQ_TOLERANCE = 0.025
+TONE_MASK_HZ = 100.0
+TONAL_DB = 16.0
+OTHER_TONE_DB = 20.0
 DBM0_FULL_SCALE_SINE = 3.14
 """A full-scale 16-bit sine is +3.14 dBm0 (G.711)."""
 
@@ -67,8 +74,12 @@ class InbandStats:
     digits: int = 0
     off_frequency: int = 0
     """Candidates (long enough, right levels) rejected by the frequency check."""
+    twisted: int = 0
+    """Candidates rejected for twist (measured on the inner windows, corrected for frequency offset)."""
     impure: int = 0
     """Candidates rejected because the two tones carry too little of the energy (talk-off)."""
+    other_tones: int = 0
+    """Candidates rejected because a third tone (a voice's harmonics, a chord) came with the pair."""
     windows: int = 0
 
 
@@ -107,8 +118,10 @@ class InbandDetector:
         amplitude = 32768.0 * 10 ** ((min_level_dbm0 - DBM0_FULL_SCALE_SINE) / 20)
         self._min_power = (amplitude * size / 2) ** 2
         self._min_energy = amplitude**2 * size
-        self._normal_twist = 10 ** (normal_twist_db / 10)
-        self._reverse_twist = 10 ** (reverse_twist_db / 10)
+        self._normal_twist = 10 ** ((normal_twist_db + TWIST_MARGIN_DB) / 10)
+        self._reverse_twist = 10 ** ((reverse_twist_db + TWIST_MARGIN_DB) / 10)
+        self._window_normal_twist = self._normal_twist * 10 ** (WINDOW_TWIST_SLACK_DB / 10)
+        self._window_reverse_twist = self._reverse_twist * 10 ** (WINDOW_TWIST_SLACK_DB / 10)
         self._peak = 10 ** (RELATIVE_PEAK_DB / 10)
         self._fraction = WINDOW_TONE_FRACTION * size / 2
         self._buf = np.zeros(0, dtype=np.float32)
@@ -183,7 +196,7 @@ class InbandDetector:
             return None
         if row_level < self._min_power or col_level < self._min_power:
             return None
-        if row_level > col_level * self._normal_twist or col_level > row_level * self._reverse_twist:
+        if row_level > col_level * self._window_normal_twist or col_level > row_level * self._window_reverse_twist:
             return None
         row_limit = row_power / self._peak
         col_limit = col_level / self._peak
@@ -216,22 +229,55 @@ class InbandDetector:
         return self._verify(digit)
 
     def _verify(self, digit: int) -> bool:
-        """Frequency and purity check of a candidate on its inner windows (the outer ones may hold edges)."""
+        """Frequency and purity checks of a candidate on its inner windows (the outer ones may hold edges)."""
         inner = self._run[1:-1]
-        tone_energy = 0.0
+        energies = []
+        frequencies = []
         for tone in divmod(digit, 4)[0], 4 + digit % 4:
             values = [complex(w.spectrum[16 + tone], -w.spectrum[24 + tone]) for w in inner]
             delta = self._offset(values, tone)
             if abs(delta) > FREQ_TOLERANCE * self._omega[tone]:
                 self.stats.off_frequency += 1
                 return False
+            frequencies.append((self._omega[tone] + delta) * self.sample_rate / (2 * math.pi))
             gain = abs(np.exp(1j * delta * np.arange(self._size)) @ self._hann) / (self._size / 2)
-            tone_energy += sum(abs(v) ** 2 for v in values) / gain**2
-        tone_energy *= 2 / self._size
-        if tone_energy < FINAL_TONE_FRACTION * sum(w.energy for w in inner):
+            energies.append(sum(abs(v) ** 2 for v in values) / gain**2 * 2 / self._size)
+        row_energy, col_energy = energies
+        if row_energy > col_energy * self._normal_twist or col_energy > row_energy * self._reverse_twist:
+            self.stats.twisted += 1
+            return False
+        if row_energy + col_energy < FINAL_TONE_FRACTION * sum(w.energy for w in inner):
             self.stats.impure += 1
             return False
+        if self._other_tones(inner, frequencies):
+            self.stats.other_tones += 1
+            return False
         return True
+
+    def _other_tones(self, inner: list[_Window], frequencies: list[float]) -> bool:
+        """Whether the inner windows hold a third tone (a harmonic of a voice, a note) loud enough to matter.
+
+        A peak counts when it stands :data:`TONAL_DB` above the spectrum's median (white noise does not) and is
+        within :data:`OTHER_TONE_DB` of the DTMF tones' mean level.
+        """
+        hop = self._hop
+        segment = np.concatenate([w.samples[:hop] for w in inner[:-1]] + [inner[-1].samples]).astype(np.float64)
+        size = len(segment)
+        taper = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+        nfft = 1 << (2 * size - 1).bit_length()
+        spectrum = np.abs(np.fft.rfft(segment * taper, nfft)) ** 2
+        freqs = np.arange(len(spectrum)) * (self.sample_rate / nfft)
+        rest = (freqs > 60) & (freqs < 4000)
+        levels = []
+        for frequency in frequencies:
+            near = np.abs(freqs - frequency) < TONE_MASK_HZ
+            levels.append(float(spectrum[near].max()))
+            rest &= ~near
+        others = spectrum[rest]
+        peak = float(others.max())
+        floor = float(np.partition(others, len(others) // 2)[len(others) // 2])  # the median
+        tonal = peak > floor * 10 ** (TONAL_DB / 10)
+        return tonal and peak > math.sqrt(levels[0] * levels[1]) * 10 ** (-OTHER_TONE_DB / 10)
 
     def _offset(self, values: list[complex], tone: int) -> float:
         """Frequency error (rad/sample) of ``tone``, from the Hann DFT's phase advance across windows."""

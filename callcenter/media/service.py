@@ -293,6 +293,18 @@ class MediaService:
     def unhold(self, bridge: Bridge, holder: RtpSession) -> None:
         bridge.unhold(holder)
 
+    def remote_hold(self, session: RtpSession, held: bool) -> None:
+        """The peer of ``session`` put us on hold (re-INVITE sendonly/inactive) or took us off it: in a
+        bridge, the other side hears music on hold meanwhile."""
+        leg = self._legs.get(id(session))
+        if leg is None or not isinstance(leg.handler, Bridge):
+            return
+        if held:
+            self.hold(leg.handler, session)
+        else:
+            self.unhold(leg.handler, session)
+        log.info("media.hold", call_id=session.call_id, held=held, leg=session.role)
+
     # -- recording ---------------------------------------------------------------------------------------
     def recording_path(self, call_id: str, started: datetime) -> Path:
         """recordings/YYYY/MM/DD/HHMMSS-<hash of the call id>.wav: never a caller-supplied string in a path."""

@@ -163,3 +163,33 @@ def test_bridge_to_an_operator_phone_carries_audio_both_ways_and_records_stereo(
         samples = np.interp(np.arange(0, len(samples), op_rate / 8000), np.arange(len(samples)), samples)
     assert best_correlation(reference, samples) > 0.8  # the operator heard the caller (through PCMA→PCMU)
     assert connected["target"] == "1001"
+
+
+def test_operator_hold_plays_music_to_the_caller(engine: RunningEngine, sipp_factory, baresip_factory) -> None:
+    operator = baresip_factory("1001", domain=engine.sip_target, password="secret1001", regint=600,
+                               answermode="auto", sine_hz=1000)
+    operator.start()
+    sipp = sipp_factory("uac_dtmf_pcap.xml", target=engine.sip_target, service="4000", local_ip=TRUNK_HOST,
+                        max_calls=1, timeout=30, recv_timeout=15)
+    sipp.start()
+    (connected,) = engine.wait_for_event("call.connected", timeout=10)
+    time.sleep(1.5)
+    operator.command("hold")  # re-INVITE a=sendonly from the desk phone
+    engine.wait_for_event("media.hold", held=True, timeout=5)
+    time.sleep(2.0)
+    operator.command("resume")
+    engine.wait_for_event("media.hold", held=False, timeout=5)
+    result = sipp.stop(grace=15)
+    assert result.successful == 1, str(result)
+    (finished,) = engine.wait_for_event("media.recording.finished", call_id=connected["call_id"])
+    _, right, rate = read_stereo(Path(finished["path"]))
+
+    def share_at_1khz(seconds: tuple[float, float]) -> float:
+        part = right[int(seconds[0] * rate) : int(seconds[1] * rate)]
+        spectrum = np.abs(np.fft.rfft(part)) ** 2
+        freqs = np.fft.rfftfreq(len(part), 1 / rate)
+        return float(spectrum[(freqs > 980) & (freqs < 1020)].sum() / (spectrum.sum() + 1e-9))
+
+    assert [e["held"] for e in engine.find("media.hold")] == [True, False]
+    assert share_at_1khz((0.3, 1.3)) > 0.8  # the operator's voice (a 1 kHz tone) before the hold
+    assert share_at_1khz((2.2, 3.2)) < 0.2  # music on hold while held

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Any
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.task import Clock
 
@@ -138,6 +138,9 @@ class FakeMediaFactory:
 
     def start_recording(self, caller: FakeMedia) -> None:
         caller.actions.append("record")
+
+    def remote_hold(self, session: FakeMedia, held: bool) -> None:
+        session.actions.append("held" if held else "resumed")
 
     def inject_digit(self, session: FakeMedia, digit: Any) -> None:
         self.digits.append((session.call_id, digit.digit))
