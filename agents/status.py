@@ -78,6 +78,7 @@ def status_snapshot(engine: Any) -> dict[str, Any]:
     counters["inbound"] = _counters(getattr(ua.inbound, "counters", None))
     counters["outbound"] = _counters(getattr(ua.outbound, "counters", None))
     counters["auth"] = _counters(ua.counters)
+    counters["media"] = _counters(getattr(getattr(engine, "media", None), "stats", None))
     return status
 
 

@@ -72,6 +72,7 @@ class MediaService:
         self.recordings_root = recordings_root
         self.inband_dtmf = inband_dtmf
         self._legs: dict[int, _Leg] = {}
+        self._closed_totals: dict[str, int] = {}  # counters of legs that have ended
         self._hold_music: Prompt | None = None
         self._rtcp_loop = LoopingCall(self._send_reports)
         self._rtcp_loop.clock = reactor
@@ -118,6 +119,8 @@ class MediaService:
         if leg.tap is not None:
             self.stop_recording(session)  # finalise the WAV (and log it) while the leg is still known
         del self._legs[id(session)]
+        for name, value in session.counters.as_dict().items():
+            self._closed_totals[name] = self._closed_totals.get(name, 0) + value
         if leg.collector is not None:
             leg.collector.finish("hangup")
         if leg.player is not None:
@@ -339,7 +342,7 @@ class MediaService:
 
     # -- observability -------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        totals: dict[str, int] = {}
+        totals: dict[str, int] = dict(self._closed_totals)
         for leg in self._legs.values():
             for k, v in leg.session.counters.as_dict().items():
                 totals[k] = totals.get(k, 0) + v

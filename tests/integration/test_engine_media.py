@@ -193,3 +193,43 @@ def test_operator_hold_plays_music_to_the_caller(engine: RunningEngine, sipp_fac
     assert [e["held"] for e in engine.find("media.hold")] == [True, False]
     assert share_at_1khz((0.3, 1.3)) > 0.8  # the operator's voice (a 1 kHz tone) before the hold
     assert share_at_1khz((2.2, 3.2)) < 0.2  # music on hold while held
+
+
+def test_rtp_from_strangers_and_junk_never_disturb_a_call(engine: RunningEngine, baresip_factory) -> None:
+    """While a caller uses the echo test, another host sprays our RTP port with junk and with well-formed
+    RTP: the caller still hears itself, and the refused packets are counted."""
+    import socket
+
+    from callcenter.media.rtp import RtpPacket
+
+    phone = baresip_factory("1001", domain=engine.sip_target, password="secret1001", regint=600, sine_hz=1000,
+                            record_dir=engine.tmp / "rec")
+    phone.start()
+    phone.dial(f"sip:9196@{engine.sip_target}")
+    phone.wait_event("CALL_ESTABLISHED", timeout=10)
+    (answered,) = engine.wait_for_event("call.answered", timeout=5)
+    time.sleep(0.5)
+    low = engine.config["media"]["rtp_port_min"]
+    rtp_ports = range(low, low + 20, 2)  # the call's port is among the first of the range
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.3", 0))
+        for i in range(400):  # bounded: 400 packets per port at most, loopback only
+            for p in rtp_ports:
+                rtp = RtpPacket(payload_type=0, sequence=i, timestamp=i * 160, ssrc=0xBAD, payload=b"\x00" * 160)
+                stranger.sendto(bytes(rtp) if i % 2 else b"\x13\x37" * 20, ("127.0.0.1", p))
+            time.sleep(0.002)
+    time.sleep(1.0)
+    phone.hangup()
+    phone.wait_event("CALL_CLOSED", timeout=10)
+    phone.stop()
+    status, body = engine.api("GET", "/api/status")
+    media = body["counters"]["media"]
+    assert media["strangers"] >= 100 and media["malformed"] >= 100, media
+    assert answered
+    received = sorted((engine.tmp / "rec").glob("dump-*-dec.wav"))[-1]
+    with wave.open(str(received)) as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[:: w.getnchannels()]
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    assert spectrum[(freqs > 980) & (freqs < 1020)].sum() / spectrum.sum() > 0.5  # still hears its own tone
