@@ -233,3 +233,24 @@ def test_rtp_from_strangers_and_junk_never_disturb_a_call(engine: RunningEngine,
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
     freqs = np.fft.rfftfreq(len(samples), 1 / rate)
     assert spectrum[(freqs > 980) & (freqs < 1020)].sum() / spectrum.sum() > 0.5  # still hears its own tone
+
+
+def test_sip_info_dtmf_relay_is_received(engine: RunningEngine) -> None:
+    from tests.integration.rawsip import RawSip, ack_for, bye_for, sdp_offer
+
+    with RawSip(engine.sip_port, local_ip=TRUNK_HOST) as sip:
+        invite, call_id = sip.request("INVITE", f"sip:1000@127.0.0.1:{engine.sip_port}", body=sdp_offer())
+        sip.send(invite)
+        ok = sip.final_response()
+        assert ok.status == 200
+        sip.send(ack_for(invite, ok))
+        info = bye_for(invite, ok, cseq=2).replace(b"BYE ", b"INFO ", 1).replace(b"2 BYE", b"2 INFO")
+        body = b"Signal=8\r\nDuration=160\r\n"
+        info = info.replace(b"Content-Length: 0\r\n\r\n",
+                            b"Content-Type: application/dtmf-relay\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+        sip.send(info)
+        assert sip.final_response().status == 200
+        sip.send(bye_for(invite, ok, cseq=3))
+        assert sip.final_response().status == 200
+    (digit,) = engine.wait_for_event("media.dtmf", call_id=call_id)
+    assert (digit["digit"], digit["source"]) == ("8", "info")
