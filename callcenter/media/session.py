@@ -21,6 +21,7 @@ from callcenter.media.dtmf import DtmfDigit, Rfc4733Receiver, Rfc4733Sender
 from callcenter.media.g711 import Codec, codec_for
 from callcenter.media.inband import InbandDetector
 from callcenter.media.rtp import (
+    MAX_MISORDER,
     ReceiverReport,
     ReceptionStats,
     RtpError,
@@ -85,7 +86,12 @@ class _JitterBuffer:
     primed: bool = False  # playout starts (and restarts after an underrun) once PREBUFFER bytes wait
 
     def push(self, seq: int, payload: bytes, counters: MediaCounters) -> None:
-        if self.next_seq is not None and seq < self.next_seq:
+        newest = self.frames[-1][0] if self.frames else self.next_seq
+        if newest is not None and newest - seq > MAX_MISORDER:
+            # ReceptionStats accepts a packet this far back only after resynchronising to a sender that
+            # restarted its sequence (RFC 3550 A.1): follow it, or every packet would be "late" from now on.
+            self.reset()
+        elif self.next_seq is not None and seq < self.next_seq:
             counters.dropped_late += 1
             return
         frames = self.frames
@@ -152,6 +158,7 @@ class RtpSession(protocol.DatagramProtocol):
         )
         self._dtmf_sender: Rfc4733Sender | None = None
         self._pending_dtmf: deque[deque[tuple[bytes, bool, int]]] = deque()  # events, each its packets
+        self._dtmf_elapsed = 0  # samples of wall-clock time the current outgoing event has taken so far
         self.jitter = _JitterBuffer()
         self.peer: tuple[str, int] | None = None  # latched source (symmetric RTP)
         self._peer_seen = 0.0
@@ -176,6 +183,10 @@ class RtpSession(protocol.DatagramProtocol):
         self.codec = codec_for(negotiated.codec)
         self.sender.payload_type = negotiated.payload_type
         self._dtmf_sender = Rfc4733Sender() if negotiated.telephone_event_pt is not None else None
+        if self._dtmf_sender is None and self._pending_dtmf:  # no telephone-event any more: nothing to send on
+            self._pending_dtmf.clear()
+            self.sender.skip(self._dtmf_elapsed)
+            self._dtmf_elapsed = 0
         self.sending = negotiated.direction in ("sendrecv", "sendonly")
         if self.peer is None and negotiated.remote is not None and negotiated.remote[1] > 0:
             self.peer = negotiated.remote  # until the peer's own packets tell us better
@@ -299,16 +310,19 @@ class RtpSession(protocol.DatagramProtocol):
             self.sender.skip(160)
             return
         if self._pending_dtmf:
-            # RFC 4733 §2.5.1: every packet of one event carries the event's start timestamp; audio
-            # resumes afterwards at start + duration, so the timestamp jumps over the event.
+            # RFC 4733 §2.5.1: every packet of one event carries the event's start timestamp. Afterwards the
+            # timestamp jumps to where the wall clock is (RFC 3550 §5.1: linear in time): over the event's
+            # duration and its retransmitted end packets, one tick each.
             event = self._pending_dtmf[0]
-            payload, marker, duration = event.popleft()
+            payload, marker, _duration = event.popleft()
             assert self.negotiated.telephone_event_pt is not None
             event_pt = self.negotiated.telephone_event_pt
             data = self.sender.packet(payload, samples=0, marker=marker, payload_type=event_pt)
+            self._dtmf_elapsed += 160
             if not event:
                 self._pending_dtmf.popleft()
-                self.sender.skip(duration)
+                self.sender.skip(self._dtmf_elapsed)
+                self._dtmf_elapsed = 0
         else:
             frame = self.source() if self.source is not None else None
             self.last_sent = frame
@@ -316,7 +330,7 @@ class RtpSession(protocol.DatagramProtocol):
         try:
             self.transport.write(data, self.peer)
             self.counters.sent += 1
-        except OSError:
+        except (OSError, ValueError):  # ValueError: Twisted's InvalidAddressError (a host name in SDP c=)
             pass
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> bool:
