@@ -84,15 +84,23 @@ class MediaClock:
         """One 20 ms step for every leg (public so tests can drive the clock by hand)."""
         self.ticks += 1
         sessions = list(self.sessions.values())
+        # One leg's failure (a flow's frame source, an odd peer address) must not stop the LoopingCall,
+        # which would silence every call in the process.
         for session in sessions:
-            session.pull()
+            try:
+                session.pull()
+            except Exception:
+                log.exception("media.tick.pull_failed", call_id=session.call_id)
         for handler in list(self.handlers):
             try:
                 handler.on_tick()
             except Exception:
                 log.exception("media.tick.handler_failed")
         for session in sessions:
-            session.tick(now)
+            try:
+                session.tick(now)
+            except Exception:
+                log.exception("media.tick.send_failed", call_id=session.call_id)
         for fn in list(self.after_tick):
             try:
                 fn()

@@ -21,10 +21,18 @@ class Echo:
     def __init__(self, leg: RtpSession) -> None:
         self.leg = leg
         self._frame: bytes | None = None
-        leg.source = lambda: self._frame
+        leg.source = self._source
+
+    def _source(self) -> bytes | None:
+        return self._frame
 
     def on_tick(self) -> None:
         self._frame = self.leg.last_received
+
+    def close(self) -> None:
+        self._frame = None  # a prompt falling back to this source must not repeat the last frame
+        if self.leg.source == self._source:
+            self.leg.source = None
 
 
 class Bridge:
@@ -69,6 +77,10 @@ class Bridge:
         self.hold_sources.pop(id(holder), None)
 
     def close(self) -> None:
+        # A prompt started during the bridge falls back to our sources: they must give silence from now on,
+        # not the last frame of the other side (or its hold music) over and over.
+        self._to_caller = self._to_other = None
+        self.hold_sources.clear()
         for leg in (self.caller, self.other):
             if leg.source in (self._source_for_caller, self._source_for_other):
                 leg.source = None

@@ -23,7 +23,7 @@ from callcenter.media.player import Playback, Player
 from callcenter.media.ports import PortsExhausted, RtpPortPool
 from callcenter.media.prompts import Prompt, PromptCache, hold_music
 from callcenter.media.recorder import RecordingInfo, StereoRecorder
-from callcenter.media.session import RtpSession
+from callcenter.media.session import FrameSource, RtpSession
 
 log = structlog.get_logger("callcenter.media")
 
@@ -50,6 +50,8 @@ class _Leg:
         self.collector: _Collector | None = None
         self.handler: Any = None  # Echo/Bridge/Conference driving this leg
         self.tap: RecordingTap | None = None
+        self.prompt_source: FrameSource | None = None  # the source play() installed
+        self.fallback: FrameSource | None = None  # what the leg sends once its prompts have ended
 
 
 class MediaService:
@@ -141,7 +143,10 @@ class MediaService:
 
     def _detach(self, leg: _Leg) -> None:
         handler = leg.handler
-        if handler is not None:
+        if isinstance(handler, Conference) and len(handler.members) > 1:
+            handler.remove(leg.session)  # one member leaves (hangs up, is moved): the others go on talking
+            leg.handler = None
+        elif handler is not None:
             self.clock.remove_handler(handler)
             close = getattr(handler, "close", None)
             if close is not None:
@@ -163,7 +168,7 @@ class MediaService:
             host, port = leg.session.rtcp_peer or (leg.session.peer[0], leg.session.peer[1] + 1)
             try:
                 leg.rtcp.write(report, (host, port))
-            except OSError:
+            except (OSError, ValueError):  # ValueError: Twisted's InvalidAddressError (a host name in SDP c=)
                 pass
 
     # -- prompts -------------------------------------------------------------------------------------
@@ -176,15 +181,18 @@ class MediaService:
             leg.player.set_codec(session.codec.name)
         playback = leg.player.play(prompt, barge_in=barge_in, loop=loop)
         player = leg.player
-        previous = session.source if session.source is not player.next_frame else None
+        if session.source is None or session.source is not leg.prompt_source:
+            # Fall back to the leg's own source (echo, bridge...), not to the wrapper of an earlier prompt:
+            # wrappers of wrappers would grow with every prompt of a long call until the tick overflows.
+            leg.fallback = session.source if session.source is not player.next_frame else None
 
-        def frame() -> bytes | None:
-            out = player.next_frame()
-            if out is None and previous is not None:
-                return previous()
-            return out
+            def frame() -> bytes | None:
+                out = player.next_frame()
+                if out is None and leg.fallback is not None:
+                    return leg.fallback()
+                return out
 
-        session.source = frame
+            leg.prompt_source = session.source = frame
         return playback
 
     def stop_playing(self, session: RtpSession) -> None:
@@ -320,7 +328,11 @@ class MediaService:
         leg = self._leg(caller)
         if leg.tap is not None:
             return leg.tap.recorder.path  # type: ignore[no-any-return]
-        path = self.recording_path(caller.call_id, started or datetime.now(UTC))
+        path = first = self.recording_path(caller.call_id, started or datetime.now(UTC))
+        n = 1
+        while path.exists():  # recording again within the same second (the recorder never overwrites)
+            n += 1
+            path = first.with_name(f"{first.stem}-{n}{first.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         recorder = StereoRecorder(path)
         leg.tap = RecordingTap(caller, recorder)

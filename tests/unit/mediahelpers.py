@@ -65,7 +65,7 @@ class FakeReactor:
         self.busy = set(busy or ())
         self.interfaces: list[str] = []
 
-    def listenUDP(self, port: int, protocol: Any, interface: str = "") -> FakeUdp:  # noqa: N802 (Twisted's name)
+    def listenUDP(self, port: int, protocol: Any, interface: str = "") -> FakeUdp:
         if port in self.bound or port in self.busy:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
         udp = FakeUdp(self, port, protocol)
@@ -74,7 +74,7 @@ class FakeReactor:
         self.interfaces.append(interface)
         return udp
 
-    def callLater(self, delay: float, fn: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
+    def callLater(self, delay: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self.clock.callLater(delay, fn, *args, **kwargs)
 
     def seconds(self) -> float:
@@ -143,7 +143,9 @@ def make_session(
     session.transport = udp
     pt = codec_for(codec).payload_type
     session.configure(
-        Negotiated(codec=codec, payload_type=pt, telephone_event_pt=telephone_event_pt, remote=remote, direction=direction)
+        Negotiated(
+            codec=codec, payload_type=pt, telephone_event_pt=telephone_event_pt, remote=remote, direction=direction
+        )
     )
     return session, udp, clock
 
