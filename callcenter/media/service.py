@@ -156,6 +156,13 @@ class MediaService:
                     other.handler = None
             leg.handler = None
 
+    def _connect(self, leg: _Leg) -> None:
+        """Before a leg joins an echo, bridge or conference: leave the old one, end its prompts and music
+        (a queued prompt would otherwise wait behind looping hold music for ever)."""
+        self._detach(leg)
+        if leg.player is not None:
+            leg.player.stop()
+
     def _send_reports(self) -> None:
         """One loop for all legs (not a timer per call): an SR (or RR) to each peer's RTCP port."""
         now = self.reactor.seconds()
@@ -252,7 +259,7 @@ class MediaService:
     # -- connecting legs -------------------------------------------------------------------------------
     def echo(self, session: RtpSession) -> Echo:
         leg = self._leg(session)
-        self._detach(leg)
+        self._connect(leg)
         echo = Echo(session)
         leg.handler = echo
         self.clock.add_handler(echo)
@@ -260,8 +267,8 @@ class MediaService:
 
     def bridge(self, caller: RtpSession, other: RtpSession) -> Bridge:
         a, b = self._leg(caller), self._leg(other)
-        self._detach(a)
-        self._detach(b)
+        self._connect(a)
+        self._connect(b)
         bridge = Bridge(caller, other)
         a.handler = b.handler = bridge
         self.clock.add_handler(bridge)
@@ -272,7 +279,7 @@ class MediaService:
     def conference(self, members: list[RtpSession]) -> Conference:
         legs = [self._leg(m) for m in members]
         for leg in legs:
-            self._detach(leg)
+            self._connect(leg)
         conference = Conference(members)
         for leg in legs:
             leg.handler = conference
@@ -282,7 +289,7 @@ class MediaService:
 
     def join(self, conference: Conference, session: RtpSession) -> None:
         leg = self._leg(session)
-        self._detach(leg)
+        self._connect(leg)
         conference.add(session)
         leg.handler = conference
 

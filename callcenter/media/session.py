@@ -39,6 +39,7 @@ log = structlog.get_logger("callcenter.media")
 FRAME_BYTES = 160  # one 20 ms G.711 frame
 PREBUFFER = 2 * FRAME_BYTES  # 40 ms of cushion against arrival jitter before playout starts
 JITTER_DEPTH = 6  # frames kept before the oldest is dropped (120 ms: clock drift or a burst)
+DUPLICATE_WINDOW = 0.5  # seconds: the same digit by another path (tone and RFC 4733) is one key press
 RELATCH_AFTER = 2.0  # seconds of silence from the latched source before another source may take over
 
 
@@ -166,6 +167,7 @@ class RtpSession(protocol.DatagramProtocol):
         self.rfc4733 = Rfc4733Receiver()
         self.inband: InbandDetector | None = InbandDetector() if inband_dtmf else None
         self.source: FrameSource | None = None
+        self._last_digit: tuple[str, str, float] | None = None  # (digit, source, time) of the last one reported
         self.digit_listeners: list[Callable[[DtmfDigit], None]] = []
         self.sending = True
         self.closed = False
@@ -274,6 +276,16 @@ class RtpSession(protocol.DatagramProtocol):
         return bytes(report)
 
     def _digit(self, digit: DtmfDigit) -> None:
+        # Phones that send RFC 4733 often leave the tones in the audio too: once a leg has sent a real
+        # telephone-event, stop listening for tones; and drop a tone that repeats the digit just reported.
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        last = self._last_digit
+        if last is not None and last[0] == digit.digit and last[1] != digit.source:
+            if now - last[2] < DUPLICATE_WINDOW:
+                return
+        if digit.source == "rfc4733":
+            self.inband = None
+        self._last_digit = (digit.digit, digit.source, now)
         self.counters.digits += 1
         log.info("media.dtmf", call_id=self.call_id, digit=digit.digit, source=digit.source, leg=self.role)
         for listener in list(self.digit_listeners):

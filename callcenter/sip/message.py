@@ -215,9 +215,12 @@ def _name_addr_header(headers: Headers, name: str) -> NameAddr:
     if value is None:
         raise SipParseError(f"missing {name} header")
     try:
-        return parse_name_addr(value)
+        addr = parse_name_addr(value)
     except UriError as exc:
         raise SipParseError(f"bad {name}: {exc.reason}") from None
+    if "tag" in addr.params and not addr.params["tag"]:
+        raise SipParseError(f"bad {name}: tag parameter without a value")  # tag-param = "tag" EQUAL token
+    return addr
 
 
 @dataclass(eq=False)

@@ -574,3 +574,13 @@ def test_invalidate_drops_cached_views() -> None:
     assert req.cseq.number == 1
     req.invalidate()
     assert req.cseq.number == 2
+
+
+def test_tag_without_value_is_rejected() -> None:
+    """Found by hypothesis: a valueless To tag passed, then response_for added a second tag."""
+    raw = (
+        b"INVITE sip:a@b SIP/2.0\r\nTo: <sip:x@y> ;  tag\r\nFrom: <sip:x@y>;tag=1\r\nCall-ID: c\r\n"
+        b"CSeq: 1 INVITE\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
+    )
+    with pytest.raises(SipParseError, match="tag parameter without a value"):
+        parse_message(raw)
