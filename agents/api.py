@@ -144,3 +144,29 @@ async def api_hangup(request: web.Request) -> web.StreamResponse:
     handler.hangup(call, EndReason.LOCAL_BYE)
     log.info("api.call.hangup", call_id=call.call_id, username=identity.user.username)
     return web.json_response({"call_id": call.call_id, "state": call.state.value}, status=202)
+
+
+@allow(*STAFF)
+async def api_add_party(request: web.Request) -> web.StreamResponse:
+    """Three-way call: bring 120, 110 or a family number into a call that is connected to an operator."""
+    desk = request.app[DESK]
+    identity = identity_of(request)
+    ua = desk.engine.ua
+    call = ua.calls.get(request.match_info["call_id"])
+    if call is None or call.direction != "inbound":
+        return json_error(404, "no active inbound call with this call_id")
+    body = await _json_body(request)
+    if "max_duration" in body:
+        raise ApiError(422, "a party stays as long as the call", field="max_duration")
+    number, trunk, _ = _originate_args(body, desk.engine)
+    try:
+        party = ua.inbound.add_party(call, number, trunk_name=trunk)
+    except OutboundError as exc:
+        log.info("api.party.refused", call_id=call.call_id, number=number, username=identity.user.username,
+                 error=str(exc))
+        return json_error(409, str(exc))
+    log.info("api.party.add", call_id=call.call_id, party_call_id=party.call_id, number=number,
+             username=identity.user.username)
+    response = web.json_response({"call_id": party.call_id, "state": party.state.value}, status=201)
+    response.headers[hdrs.LOCATION] = f"/api/calls/{quote(party.call_id, safe='')}"
+    return response

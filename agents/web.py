@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 
 from agents.api import (
     ApiError,
+    api_add_party,
     api_call,
     api_calls,
     api_hangup,
@@ -85,6 +86,7 @@ def create_app(engine: Any, config: Config, *, now: Callable[[], float] = time.m
     app.router.add_post("/api/calls", api_originate)
     app.router.add_get("/api/calls/{call_id}", api_call)
     app.router.add_delete("/api/calls/{call_id}", api_hangup)
+    app.router.add_post("/api/calls/{call_id}/parties", api_add_party)
     app.router.add_static("/static", STATIC, name="static", append_version=True)
     return app
 

@@ -280,7 +280,61 @@ class InboundCalls(CallHandler):
             busy = callee.sip_status in (486, 600)
             self.hangup(call, EndReason.REJECTED, status=486 if busy else 480)
         elif call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            staying = [p for p in call.parties if p.state is CallState.CONFIRMED]
+            if staying and self.media is not None:
+                # The operator left a three-way call: the elder stays with 120 (or the family member).
+                media, a, b = self.media, call.caller_leg.media, staying[0].caller_leg.media
+                if a is not None and b is not None and len(staying) == 1:
+                    media.bridge(a, b)
+                elif a is not None:
+                    media.conference([a] + [p.caller_leg.media for p in staying])
+                log.info("call.operator.left", call_id=call.call_id, parties=len(staying))
+                return
             self.hangup(call, EndReason.LOCAL_BYE)
+
+    # -- three-way calls ------------------------------------------------------------------------------
+    def add_party(self, call: Call, number: str, *, trunk_name: str | None = None) -> Call:
+        """Bring a third party (120, 110, a family number) into a call connected to an operator: when it
+        answers, the three legs share a conference (each hears the other two, never itself); when it leaves,
+        the elder and the operator go back to a plain bridge."""
+        operator = call.linked
+        if call.state is not CallState.CONFIRMED or operator is None or operator.state is not CallState.CONFIRMED:
+            raise OutboundError("the call is not connected to an operator")
+        third = self.ua.outbound.originate(
+            number,
+            trunk_name=trunk_name,
+            caller_id=call.caller_number or "callcenter",
+            on_answer=lambda party: self._party_joined(call, party),
+            on_end=lambda party: self._party_left(call, party),
+        )
+        call.parties.append(third)
+        log.info("call.party.calling", call_id=call.call_id, party_call_id=third.call_id, number=number)
+        return third
+
+    def _party_joined(self, call: Call, party: Call) -> None:
+        operator, media = call.linked, self.media
+        if media is None or operator is None or not call.active:
+            return
+        members = [call.caller_leg.media, operator.caller_leg.media]
+        members += [p.caller_leg.media for p in call.parties if p.state is CallState.CONFIRMED]
+        if all(m is not None for m in members):
+            media.conference(members)
+            log.info("call.conference", call_id=call.call_id, members=len(members), party_call_id=party.call_id)
+
+    def _party_left(self, call: Call, party: Call) -> None:
+        if party in call.parties:
+            call.parties.remove(party)
+        operator, media = call.linked, self.media
+        if (operator is None or not operator.active) and call.active:
+            if not any(p.state is CallState.CONFIRMED for p in call.parties):
+                self.hangup(call, EndReason.LOCAL_BYE)  # nobody left to talk to
+            return
+        if media is None or operator is None or not call.active:
+            return
+        a, b = call.caller_leg.media, operator.caller_leg.media
+        if a is not None and b is not None and not any(p.state is CallState.CONFIRMED for p in call.parties):
+            media.bridge(a, b)
+            log.info("call.conference.ended", call_id=call.call_id, party_call_id=party.call_id)
 
     def _start_route_media(self, call: Call, leg: Leg, route: Route | None) -> None:
         """What the caller hears once answered: the echo, or music while held; and the recording."""

@@ -98,6 +98,7 @@ class Call:
     flow_version: str | None = None
     timers: dict[str, Any] = field(default_factory=dict)
     linked: Call | None = None  # the other call of a connected pair (caller ↔ operator's phone)
+    parties: list[Call] = field(default_factory=list)  # third parties in a three-way call (120, family)
 
     def transition(self, new: CallState) -> None:
         if new == self.state:

@@ -31,6 +31,9 @@ log = structlog.get_logger("callcenter.calls")
 Address = tuple[str, str, int]
 
 
+EMERGENCY_NUMBERS = frozenset({"110", "119", "120", "122"})  # police, fire, ambulance, traffic (China)
+
+
 class OutboundError(Exception):
     """The call could not be placed (no trunk, trunk busy, phone not registered, no media port)."""
 
@@ -64,15 +67,22 @@ class OutboundCalls(CallHandler):
         caller_id: str = "callcenter",
         max_duration: float | None = None,
         on_end: Callable[[Call], None] | None = None,
+        on_answer: Callable[[Call], None] | None = None,
+        emergency: bool | None = None,
     ) -> Call:
+        """Call ``number`` through a trunk. Emergency numbers (120, 110, 119, 122 by default) may use the
+        channels a trunk keeps in reserve; every other outbound call leaves them free."""
         ua = self.ua
+        if emergency is None:
+            emergency = number in EMERGENCY_NUMBERS
         if not ua.accepting:
             raise OutboundError("the engine is shutting down")
         trunk = ua.trunks.for_outbound(trunk_name)
         if trunk is None:
             raise OutboundError(f"no outbound trunk named {trunk_name!r}" if trunk_name else "no outbound trunk")
-        if trunk.admit(emergency=False) is not Admission.ACCEPT:
-            raise OutboundError(f"trunk {trunk.name} has no free non-emergency channel")
+        if trunk.admit(emergency=emergency) is not Admission.ACCEPT:
+            kind = "" if emergency else "non-emergency "
+            raise OutboundError(f"trunk {trunk.name} has no free {kind}channel")
         local_host = ua.local(trunk.transport)[0]
         call_id = new_call_id(local_host if ":" not in local_host else "callcenter")
         now = ua.clock.seconds()
@@ -91,6 +101,7 @@ class OutboundCalls(CallHandler):
             source=trunk.address,
             started_at=now,
             trunk=trunk.name,
+            emergency=emergency,
         )
         leg = Leg(role="callee", remote_address=trunk.address, local_tag=new_tag())
         call.legs.append(leg)
@@ -98,6 +109,8 @@ class OutboundCalls(CallHandler):
         port = getattr(leg.media, "port", 9)
         leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
         leg.next_sdp_version()
+        if on_answer is not None:
+            self._on_answer[call_id] = on_answer
         if on_end is not None:
             self._on_end[call_id] = on_end
         trunk.active_calls.add(call_id)

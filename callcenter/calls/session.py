@@ -249,6 +249,9 @@ class CallHandler:
             # inbound handler's on_end callback decides, because an unanswered phone maps to 486/480.)
             linked.linked = None
             self.ua.outbound.hangup(linked, EndReason.LOCAL_BYE)
+        for party in list(call.parties):  # the elder left a three-way call: end the third party's leg too
+            if party.active:
+                self.ua.outbound.hangup(party, EndReason.LOCAL_BYE)
         call.ended_at = self.ua.clock.seconds()
         call.end_reason = reason
         if status is not None:

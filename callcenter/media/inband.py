@@ -10,8 +10,7 @@ A window holds a digit when
 
 * its energy is above the floor and both tones are above ``min_level_dbm0`` (default -34 dBm0 per tone),
 * the best row and the best column tone are each :data:`RELATIVE_PEAK_DB` above the other tones of their group,
-* twist: the row (low) tone is at most ``normal_twist_db`` (8 dB) above the column (high) tone and the column
-  tone at most ``reverse_twist_db`` (4 dB) above the row tone (spandsp/Asterisk naming),
+* its twist is roughly right (limits plus :data:`WINDOW_TWIST_SLACK_DB`; the exact check comes later),
 * the two tones carry at least :data:`WINDOW_TONE_FRACTION` of the window's energy.
 
 :data:`MIN_WINDOWS` consecutive windows with the same digit make a candidate: a 40 ms tone always makes one,
@@ -21,15 +20,21 @@ the tone's edges):
 * frequency: the phase advance of the Hann DFT from window to window measures each tone's frequency to a few
   Hz, and a tone more than :data:`FREQ_TOLERANCE` off nominal rejects the press (Q.24: +-1.5 % must be
   accepted, +-3.5 % rejected; a 13 ms window's bin is too wide to tell 3.5 % from 0 % at 697 Hz by level);
-* purity (the talk-off guard): the two tones, their levels corrected for the measured frequency offset, must
-  carry :data:`FINAL_TONE_FRACTION` of the energy. Voiced speech has harmonics besides the two that may sit
-  near DTMF frequencies, music has chords and overtones; a DTMF pair has nothing else.
+* twist, on levels averaged over the windows and corrected for the measured frequency offset: the row (low)
+  tone at most ``normal_twist_db`` (8 dB) above the column (high) tone, the column tone at most
+  ``reverse_twist_db`` (4 dB) above the row tone (spandsp/Asterisk naming); these limits are always accepted,
+  twist :data:`TWIST_MARGIN_DB` beyond them is always rejected;
+* purity, the talk-off guards: the two tones must carry :data:`FINAL_TONE_FRACTION` of the energy, and no third
+  tone may stand out of the rest of the spectrum (:data:`TONAL_DB` above its median) within
+  :data:`OTHER_TONE_DB` of the pair. Voiced speech whose harmonics happen to sit on a row and a column
+  frequency still has its other harmonics, music its other notes and overtones; white noise has no peaks.
 
 One digit is reported per key press, as soon as it is verified (``duration_ms`` is the tone length seen so
 far, about 40 ms); the press ends after :data:`END_WINDOWS` windows without that digit, so a break of up to
 10 ms inside a tone does not make a second digit and a 40 ms pause always does.
 
-Cost: about 0.2 ms CPU per second of silence, 0.4-0.7 ms per second of speech or DTMF (160-sample blocks).
+Cost (160-sample blocks): about 0.2 ms CPU per second of silence, 0.4 ms per second of speech, and 0.7 ms per
+second of DTMF plus about 40 us per verified candidate.
 """
 
 from __future__ import annotations

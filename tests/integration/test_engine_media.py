@@ -254,3 +254,34 @@ def test_sip_info_dtmf_relay_is_received(engine: RunningEngine) -> None:
         assert sip.final_response().status == 200
     (digit,) = engine.wait_for_event("media.dtmf", call_id=call_id)
     assert (digit["digit"], digit["source"]) == ("8", "info")
+
+
+def test_three_way_call_brings_120_into_the_conversation(
+    engine: RunningEngine, sipp_factory, baresip_factory
+) -> None:
+    """The operator brings 120 in (API): the elder, the operator and the 120 seat (SIPp uas behind the carrier
+    trunk, echoing what it hears) share a conference; when the elder hangs up, every leg is ended."""
+    ambulance = sipp_factory("uas", local_ip=TRUNK_HOST, local_port=engine.trunk_port, max_calls=1,
+                             timeout=30, recv_timeout=20, extra_args=["-rtp_echo"])
+    ambulance.start()
+    operator = baresip_factory("1001", domain=engine.sip_target, password="secret1001", regint=600,
+                               answermode="auto", sine_hz=1000)
+    operator.start()
+    elder = sipp_factory("uac_dtmf_pcap.xml", target=engine.sip_target, service="4000", local_ip=TRUNK_HOST,
+                         max_calls=1, timeout=30, recv_timeout=15)
+    elder.start()
+    (connected,) = engine.wait_for_event("call.connected", timeout=10)
+    status, body = engine.api("POST", f"/api/calls/{connected['call_id']}/parties", {"number": "120"})
+    assert status == 201, body
+    (conference,) = engine.wait_for_event("call.conference", call_id=connected["call_id"], timeout=10)
+    assert conference["members"] == 3
+    assert elder.stop(grace=15).successful == 1
+    engine.wait_for_event("call.ended", call_id=body["call_id"], timeout=10)  # 120's leg ended with the elder's
+    operator.wait_event("CALL_CLOSED", timeout=10)
+    result = ambulance.stop(grace=8)
+    assert result.successful == 1 and result.failed == 0, str(result)
+    (finished,) = engine.wait_for_event("media.recording.finished", call_id=connected["call_id"])
+    _, right, rate = read_stereo(Path(finished["path"]))
+    spectrum = np.abs(np.fft.rfft(right)) ** 2
+    freqs = np.fft.rfftfreq(len(right), 1 / rate)
+    assert spectrum[(freqs > 980) & (freqs < 1020)].sum() / spectrum.sum() > 0.3  # the elder heard the operator

@@ -818,13 +818,15 @@ def test_outbound_ack_follows_the_route_set(h: Harness) -> None:
 
 
 def test_outbound_never_takes_the_emergency_reserve(h: Harness) -> None:
-    h.ua.outbound.originate("120", trunk_name="carrier")
-    h.ua.outbound.originate("121", trunk_name="carrier")
+    h.ua.outbound.originate("13800000001", trunk_name="carrier")
+    h.ua.outbound.originate("13800000002", trunk_name="carrier")
     with pytest.raises(OutboundError):
-        h.ua.outbound.originate("122", trunk_name="carrier")
+        h.ua.outbound.originate("13800000003", trunk_name="carrier")
     with pytest.raises(OutboundError):
-        h.ua.outbound.originate("122", trunk_name="nosuch")
+        h.ua.outbound.originate("13800000003", trunk_name="nosuch")
     assert len(h.trunk.active_calls) == 2
+    h.ua.outbound.originate("120", trunk_name="carrier")  # an ambulance call may use the reserved channel
+    assert len(h.trunk.active_calls) == 3
 
 
 def test_outbound_hangup_while_ringing_cancels(h: Harness) -> None:

@@ -323,6 +323,7 @@ EXPECTED_ROUTES = {
     ("POST", "/api/calls"): STAFF,
     ("GET", "/api/calls/{call_id}"): ALL_ROLES,
     ("DELETE", "/api/calls/{call_id}"): STAFF,
+    ("POST", "/api/calls/{call_id}/parties"): STAFF,
 }
 
 
