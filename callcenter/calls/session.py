@@ -133,8 +133,8 @@ class CallHandler:
             stx.respond(self.ua.response(request, 501))
 
     def on_info(self, call: Call, leg: Leg, request: Request, stx: ServerTransaction) -> None:
-        """SIP INFO: DTMF relay (application/dtmf-relay, application/dtmf) goes to the leg's digit listeners;
-        an empty INFO (a keep-alive) and other packages are acknowledged."""
+        """SIP INFO: DTMF relay (application/dtmf-relay, application/dtmf) goes to the leg's digit listeners
+        (a bad body: 400); an empty INFO (a keep-alive) gets 200; other bodies 415 with what we accept."""
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type in ("application/dtmf-relay", "application/dtmf"):
             digit = parse_dtmf_info(content_type, request.body)
@@ -144,6 +144,11 @@ class CallHandler:
             if leg.media is not None and self.media is not None:
                 self.media.inject_digit(leg.media, digit)
             log.info("call.dtmf.info", call_id=call.call_id, digit=digit.digit)
+        elif request.body:
+            resp = self.ua.response(request, 415)
+            resp.headers.add("Accept", "application/dtmf-relay, application/dtmf")
+            stx.respond(resp)
+            return
         stx.respond(self.ua.response(request, 200))
 
     def leg_for(self, call: Call, request: Request) -> Leg | None:

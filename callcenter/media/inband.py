@@ -56,6 +56,7 @@ KEYPAD = ("123A", "456B", "789C", "*0#D")
 HOP_8K = 52
 """Hop at 8 kHz; windows are two hops long (104 samples, bins 77 Hz apart)."""
 MIN_WINDOWS = 5
+"""At least 5: the checks need three inner windows."""
 END_WINDOWS = 4
 RELATIVE_PEAK_DB = 8.0
 TWIST_MARGIN_DB = 1.0
@@ -129,6 +130,13 @@ class InbandDetector:
         self._window_reverse_twist = self._reverse_twist * 10 ** (WINDOW_TWIST_SLACK_DB / 10)
         self._peak = 10 ** (RELATIVE_PEAK_DB / 10)
         self._fraction = WINDOW_TONE_FRACTION * size / 2
+        self._n = np.arange(size)
+        # _other_tones looks at the inner windows of a candidate as one segment
+        segment = (MIN_WINDOWS - 3) * hop + size
+        self._taper = np.sin(np.pi * (np.arange(segment) + 0.5) / segment) ** 2
+        self._nfft = 1 << (2 * segment - 1).bit_length()
+        self._fft_freqs = np.arange(self._nfft // 2 + 1) * (sample_rate / self._nfft)
+        self._fft_band = (self._fft_freqs > 60) & (self._fft_freqs < 4000)
         self._buf = np.zeros(0, dtype=np.float32)
         self._run_digit: int | None = None
         self._run_len = 0
@@ -175,7 +183,9 @@ class InbandDetector:
             digit = self._classify(energy, rect[index], hann[index])
             if digit is None and self._run_digit is None and self._held is None:
                 continue
-            window = None if digit is None else _Window(spectra[index], energy, buf[index * hop : index * hop + size])
+            window = None
+            if digit is not None and (digit != self._run_digit or self._run_len < MIN_WINDOWS):  # kept for _verify
+                window = _Window(spectra[index], energy, buf[index * hop : index * hop + size])
             if self._step(digit, window):
                 assert digit is not None
                 row, col = divmod(digit, 4)
@@ -216,9 +226,9 @@ class InbandDetector:
             self._run_digit = digit
             self._run_len = 0
             self._run = []
-        if window is not None:
+        if digit is not None:
             self._run_len += 1
-            if self._run_len <= MIN_WINDOWS:
+            if window is not None:
                 self._run.append(window)
         if self._held is not None:
             if digit == self._held:
@@ -245,7 +255,7 @@ class InbandDetector:
                 self.stats.off_frequency += 1
                 return False
             frequencies.append((self._omega[tone] + delta) * self.sample_rate / (2 * math.pi))
-            gain = abs(np.exp(1j * delta * np.arange(self._size)) @ self._hann) / (self._size / 2)
+            gain = abs(np.exp(1j * delta * self._n) @ self._hann) / (self._size / 2)
             energies.append(sum(abs(v) ** 2 for v in values) / gain**2 * 2 / self._size)
         row_energy, col_energy = energies
         if row_energy > col_energy * self._normal_twist or col_energy > row_energy * self._reverse_twist:
@@ -266,13 +276,10 @@ class InbandDetector:
         within :data:`OTHER_TONE_DB` of the DTMF tones' mean level.
         """
         hop = self._hop
-        segment = np.concatenate([w.samples[:hop] for w in inner[:-1]] + [inner[-1].samples]).astype(np.float64)
-        size = len(segment)
-        taper = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-        nfft = 1 << (2 * size - 1).bit_length()
-        spectrum = np.abs(np.fft.rfft(segment * taper, nfft)) ** 2
-        freqs = np.arange(len(spectrum)) * (self.sample_rate / nfft)
-        rest = (freqs > 60) & (freqs < 4000)
+        segment = np.concatenate([w.samples[:hop] for w in inner[:-1]] + [inner[-1].samples])
+        spectrum = np.abs(np.fft.rfft(segment * self._taper, self._nfft)) ** 2
+        freqs = self._fft_freqs
+        rest = self._fft_band.copy()
         levels = []
         for frequency in frequencies:
             near = np.abs(freqs - frequency) < TONE_MASK_HZ
