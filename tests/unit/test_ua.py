@@ -572,8 +572,12 @@ def test_reinvite_without_common_codec_is_488(h: Harness) -> None:
 def test_info_in_dialog_is_200(h: Harness) -> None:
     peer = answered(h)
     h.net.take()
-    peer.in_dialog("INFO", body=b"Signal=5\r\nDuration=160\r\n")
+    peer.in_dialog("INFO", body=b"Signal=5\r\nDuration=160\r\n", headers=[("Content-Type", "application/dtmf-relay")])
     assert h.net.statuses("INFO") == [200]
+    assert h.media.digits == [(peer.call_id, "5")]
+    peer.in_dialog("INFO")  # an empty INFO: a keep-alive
+    peer.in_dialog("INFO", body=b"<xml/>", headers=[("Content-Type", "application/xml")])
+    assert h.net.statuses("INFO") == [200, 200, 415]
 
 
 def test_bye_with_lower_cseq_is_500(h: Harness) -> None:

@@ -319,7 +319,7 @@ class Peer:
         if contact:
             lines.append(f"Contact: <sip:{self.user}@{self.source[1]}:{self.source[2]}>")
         lines += [f"{k}: {v}" for k, v in headers]
-        if body:
+        if body and not any(k.lower() == "content-type" for k, _ in headers):
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
