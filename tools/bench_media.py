@@ -297,7 +297,10 @@ class Capture:
         last = media_port(calls) + 1
         bpf = (f"udp and src host {ENGINE_HOST} and dst host {CARRIER} "
                f"and dst portrange {MEDIA_BASE}-{last}")
-        cmd = ["tcpdump", "-i", "lo", "-n", "-p", "-s", str(SNAPLEN), "-B", "32768", "-w", str(path), bpf]
+        # -Q in: on lo every packet passes the capture tap twice (out, then in), and the copies are made inside
+        # the engine's own sendto(). Measured on the 2-core test VM, 1000 sends per tick: 13 ms with both
+        # directions captured, 8 ms with -Q in, 8 ms without tcpdump.
+        cmd = ["tcpdump", "-i", "lo", "-Q", "in", "-n", "-p", "-s", str(SNAPLEN), "-B", "32768", "-w", str(path), bpf]
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10

@@ -32,3 +32,7 @@ class RtpPortPool:
     @property
     def in_use(self) -> int:
         return len(self._used)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)

@@ -93,7 +93,7 @@ class MediaService:
     # -- legs --------------------------------------------------------------------------------------
     def open_leg(self, call_id: str, role: str) -> RtpSession:
         """Bind an RTP port (and RTCP on port+1) for one call leg; raises PortsExhausted."""
-        for _ in range(16):
+        for _ in range(min(64, max(1, self.pool.free))):
             port = self.pool.acquire()
             session = RtpSession(call_id, role, port, inband_dtmf=self.inband_dtmf)
             session.clock = self.reactor
