@@ -16,6 +16,7 @@ import structlog
 from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.calls.session import CallHandler
 from callcenter.calls.trunks import Admission, Trunk
+from callcenter.media.ports import PortsExhausted
 from callcenter.sip.dialog import Dialog, DialogState, new_call_id, new_tag
 from callcenter.sip.digest import DigestError, authorization_for, challenge_header
 from callcenter.sip.message import Headers, Request, Response
@@ -103,19 +104,9 @@ class OutboundCalls(CallHandler):
             trunk=trunk.name,
             emergency=emergency,
         )
-        leg = Leg(role="callee", remote_address=trunk.address, local_tag=new_tag())
-        call.legs.append(leg)
-        leg.media = self.open_media(call, "callee")
-        port = getattr(leg.media, "port", 9)
-        leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
-        leg.next_sdp_version()
-        if on_answer is not None:
-            self._on_answer[call_id] = on_answer
-        if on_end is not None:
-            self._on_end[call_id] = on_end
+        self._prepare(call, trunk.address, on_answer, on_end)
         trunk.active_calls.add(call_id)
         ua.call_started(call)
-        self.counters["placed"] += 1
         log.info("call.outbound.placing", call_id=call_id, number=number, trunk=trunk.name)
         self._send_invite(call, trunk, cseq=1, auth=None, max_duration=max_duration)
         return call
@@ -150,22 +141,35 @@ class OutboundCalls(CallHandler):
             source=address,
             started_at=ua.clock.seconds(),
         )
-        leg = Leg(role="callee", remote_address=address, local_tag=new_tag())
-        call.legs.append(leg)
-        leg.media = self.open_media(call, "callee")
-        port = getattr(leg.media, "port", 9)
-        leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
-        leg.next_sdp_version()
-        if on_end is not None:
-            self._on_end[call_id] = on_end
-        if on_answer is not None:
-            self._on_answer[call_id] = on_answer
+        self._prepare(call, address, on_answer, on_end)
         ua.call_started(call)
-        self.counters["placed"] += 1
         log.info("call.phone.ringing", call_id=call_id, account=account, contact=contact)
         call.timers["ring_timeout"] = ua.clock.callLater(ring_timeout, self._ring_timeout, call)
         self._send_invite(call, target, cseq=1, auth=None, max_duration=None, display=display)
         return call
+
+    def _prepare(
+        self,
+        call: Call,
+        address: Address,
+        on_answer: Callable[[Call], None] | None,
+        on_end: Callable[[Call], None] | None,
+    ) -> None:
+        """The callee leg with its RTP port and our SDP offer, and the caller's callbacks."""
+        leg = Leg(role="callee", remote_address=address, local_tag=new_tag())
+        try:
+            leg.media = self.open_media(call, "callee")
+        except PortsExhausted as exc:
+            raise OutboundError("no free media port for the call") from exc
+        call.legs.append(leg)
+        port = getattr(leg.media, "port", 9)
+        leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
+        leg.next_sdp_version()
+        if on_answer is not None:
+            self._on_answer[call.call_id] = on_answer
+        if on_end is not None:
+            self._on_end[call.call_id] = on_end
+        self.counters["placed"] += 1
 
     def _ring_timeout(self, call: Call) -> None:
         call.timers.pop("ring_timeout", None)
