@@ -4,7 +4,7 @@ the receiving end (127.0.0.0/8 only, every step bounded in calls and time).
 
 Per step (N = 100, 250, 500, 1000 by default) a fresh `callcenter serve` is started (temp data dir and
 recordings root, trunk "carrier" on 127.0.0.2, number 1000 = hold), SIPp places N calls from 127.0.0.2
-(tools/sipp/uac_media_hold.xml: every call offers its own media port, 40000 + 4 n, and holds for a
+(tools/sipp/uac_media_hold.xml: every call offers its own media port, 46000 + 4 n, and holds for a
 fixed time, then BYE). Once every call is up, tcpdump captures the engine's RTP to those ports on `lo` for
 --seconds, while the engine's CPU (/proc/PID/stat) and RSS (/proc/PID/status) are sampled. The pcap is
 parsed with `struct` and grouped by RTP SSRC:
@@ -19,8 +19,16 @@ parsed with `struct` and grouped by RTP SSRC:
   jitter p99  99th percentile over all streams of |D|, D = arrival spacing - timestamp spacing (RFC 3550),
               i.e. |delta - 20 ms| for consecutive frames.
   max gap     the longest arrival gap of any stream in the window.
-  CPU %       engine user+system time / wall time in the window (100 % = one core).
+  CPU %       engine user+system time / wall time in the window (100 % = one core); µs/frm: that CPU time
+              per frame received. host %: all cores busy (/proc/stat), i.e. engine + kernel + tcpdump + others.
   KB/call     (RSS in the window - RSS of the idle engine) / calls up.
+  tick p99, late tk, skip tk   the engine's own view (shim, below): time inside one media-clock callback,
+              ticks that began > 5 ms late, ticks skipped (more than 5 behind).
+
+The calls ramp up at N/5 per second (50-200, --rate). Before each step the bench waits (up to --quiet-wait
+s) for the host to be idle: on a shared 2-core machine other people's tests show up as lateness. tcpdump
+captures only the "in" direction of lo: both directions double the capture cost, which the kernel charges
+to the engine's own sendto().
 
 The engine is started through a small shim (this file with --engine-shim, then `callcenter serve`) that
 counts the media clock's own figures without changing the engine: ticks that ran > 5 ms late, skipped
@@ -30,6 +38,7 @@ ticks, time inside ticks (p99/max per tick) and garbage-collector pauses; --plai
     .venv/bin/python tools/bench_media.py                         # 100 250 500 1000 calls, 15 s each, recording
     .venv/bin/python tools/bench_media.py --calls 1000 --no-record
     .venv/bin/python tools/bench_media.py --calls 1000 --profile /tmp/media-1000   # + py-spy, 10 s after the window
+    .venv/bin/python tools/bench_media.py --calls 1000 --engine-root /tmp/proto   # a prototype copy of the repo
 
 Needs sipp and tcpdump (root or CAP_NET_RAW); --profile needs py-spy in the venv (`pip install py-spy`).
 """
@@ -62,8 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "tools" / "sipp" / "uac_media_hold.xml"
 ENGINE_HOST = "127.0.0.1"
 CARRIER = "127.0.0.2"  # the trunk's host: SIPp's SIP and media address
-CARRIER_SIP_PORT = 5080
-MEDIA_BASE = 40000  # SIPp -mp (SIPp binds it and +2 itself): call n offers MEDIA_BASE + 4 n
+MEDIA_BASE = 46000  # SIPp -mp (SIPp binds it and +2 itself): call n offers MEDIA_BASE + 4 n (bench_sip uses 40000)
 MEDIA_STEP = 4
 MAX_CALLS = 2500  # [auto_media_port] wraps after 10000 / 4 calls
 ENGINE_RTP_MIN, ENGINE_RTP_MAX = 20000, 30000
@@ -143,6 +151,19 @@ def free_port(host: str = ENGINE_HOST, kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
+def carrier_sip_port() -> int:
+    """A free UDP port for SIPp on the carrier address, below the media ports the sinks take (trunks match
+    on the source host only, so any port will do)."""
+    for port in range(5080, 5280):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((CARRIER, port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free UDP port in 5080-5279 on {CARRIER}")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -186,6 +207,7 @@ class Engine:
     def __init__(self, work: Path, *, record: bool, shim: bool, root: Path = REPO) -> None:
         self.work = work
         self.sip_port = free_port()
+        self.carrier_port = carrier_sip_port()
         self.http_port = free_port(kind=socket.SOCK_STREAM)
         self.stats_path = work / "media-stats.json"
         config = {
@@ -198,7 +220,7 @@ class Engine:
             "media": {"address": ENGINE_HOST, "rtp_port_min": ENGINE_RTP_MIN, "rtp_port_max": ENGINE_RTP_MAX},
             "recordings": {"root": str(work / "recordings"), "record_calls": record},
             "logging": {"level": "warning", "format": "json"},
-            "trunks": [{"name": "carrier", "host": CARRIER, "port": CARRIER_SIP_PORT, "channels": 5000,
+            "trunks": [{"name": "carrier", "host": CARRIER, "port": self.carrier_port, "channels": 5000,
                         "emergency_reserve": 10}],
             "routing": {"numbers": [{"number": "1000", "name": "Hotline", "action": "hold"}]},
         }
@@ -561,6 +583,13 @@ def _clock_window(a: dict[str, Any] | None, b: dict[str, Any] | None, wall: floa
     }
 
 
+def _sipp_error(work: Path) -> str:
+    path = work / "sipp.log"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    errors = [line.strip() for line in lines if "Unable" in line or "rror" in line]
+    return errors[0] if errors else "see sipp.log (--keep)"
+
+
 def run_step(root: Path, calls: int, rate: int, seconds: float, *, record: bool, shim: bool,
              keep: bool, profile_seconds: int, profile_out: Path | None, engine_root: Path = REPO,
              quiet_wait: float = 0.0) -> Step:
@@ -585,7 +614,7 @@ def run_step(root: Path, calls: int, rate: int, seconds: float, *, record: bool,
         stat = work / "sipp_stat.csv"
         cmd = [
             "sipp", "-sf", str(SCENARIO), "-s", "1000", f"{ENGINE_HOST}:{engine.sip_port}",
-            "-i", CARRIER, "-mi", CARRIER, "-p", str(CARRIER_SIP_PORT), "-mp", str(MEDIA_BASE),
+            "-i", CARRIER, "-mi", CARRIER, "-p", str(engine.carrier_port), "-mp", str(MEDIA_BASE),
             "-d", str(int(hold * 1000)), "-r", str(rate), "-l", str(calls), "-m", str(calls),
             "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1",
             "-timeout", str(int(hold + ramp * 3 + 30)), "-timeout_error", "-max_socket", "1000",
@@ -596,6 +625,7 @@ def run_step(root: Path, calls: int, rate: int, seconds: float, *, record: bool,
         sipp_log.close()
         # wait until every call is up (the engine's count with the shim, else the expected ramp time)
         deadline = time.monotonic() + ramp * 1.5 + 4
+        stats: dict[str, Any] | None = None
         if shim:
             while time.monotonic() < deadline:
                 stats = engine.media_stats()
@@ -608,6 +638,9 @@ def run_step(root: Path, calls: int, rate: int, seconds: float, *, record: bool,
                 step.notes.append(f"only {stats.get('sessions') if stats else '?'} legs up after the ramp")
         else:
             time.sleep(ramp + 2)
+        if sipp.poll() is not None:  # SIPp gave up before the window (a port in use, the engine refusing)
+            step.notes.append(f"sipp exit {sipp.returncode} before the window: {_sipp_error(work)}")
+            return step
         time.sleep(settle)
         capture = Capture(work / "rtp.pcap", calls)
         time.sleep(0.3)
@@ -638,7 +671,7 @@ def run_step(root: Path, calls: int, rate: int, seconds: float, *, record: bool,
             step.ok = float(rows[-1].get("SuccessfulCall(C)") or 0)
             step.failed = float(rows[-1].get("FailedCall(C)") or 0)
         if sipp.returncode not in (0, None):
-            step.notes.append(f"sipp exit {sipp.returncode}")
+            step.notes.append(f"sipp exit {sipp.returncode}: {_sipp_error(work)}")
         step.reception = analyse(read_pcap(capture.path, t0, t1), t0, t1)
         up = step.engine_legs or step.reception.streams
         if up:
