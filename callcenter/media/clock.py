@@ -3,7 +3,7 @@
 Not one timer per call: a single looping call walks the mixers (bridges, conferences, players) in two
 phases — first every leg pulls its received frame from its jitter buffer, then every leg sends — so a
 bridge or a recorder always sees the frames of the same tick. When the loop is late (a busy machine),
-the missed ticks are run back to back so RTP timestamps and the wall clock stay in step.
+the next ticks follow at once (one per callback) until the clock has caught up.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
-from twisted.internet.task import LoopingCall
 
 from callcenter.media.session import RtpSession
 
@@ -21,6 +20,7 @@ log = structlog.get_logger("callcenter.media")
 
 FRAME_SECONDS = 0.020
 MAX_CATCH_UP = 5  # beyond 100 ms late we skip ticks rather than burst
+CLOCK_JUMP = 1.0  # seconds: more than this early or late means the clock jumped; resynchronise
 
 
 class TickHandler(Protocol):
@@ -30,27 +30,40 @@ class TickHandler(Protocol):
 
 
 class MediaClock:
-    def __init__(self, reactor: Any) -> None:
+    """Self-scheduling: each callback runs ONE tick and schedules the next at its due time on the injected
+    clock (the reactor's), immediately when behind. (A LoopingCall that catches up inside one callback gets
+    stuck skipping every other slot under load.) Far behind (> MAX_CATCH_UP ticks) the lost ticks are
+    skipped rather than sent as a burst; a jump of the clock itself resynchronises."""
+
+    def __init__(self, reactor: Any, now: Callable[[], float] | None = None) -> None:
         self.reactor = reactor
+        self.now = now or reactor.seconds
         self.sessions: dict[int, RtpSession] = {}
         self.handlers: list[TickHandler] = []
         self.ticks = 0
         self.late_ticks = 0  # ticks that ran more than 5 ms after their due time
         self.skipped_ticks = 0
-        self.busy_seconds = 0.0  # time spent inside ticks
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = reactor
-        self._started = 0.0
+        self.busy_seconds = 0.0  # time spent inside ticks (wall time, for the benchmarks)
+        self._timer: Any = None
+        self._due = 0.0
         self.after_tick: list[Callable[[], None]] = []  # recording taps: run after every leg sent
 
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
+
     def start(self) -> None:
-        if not self._loop.running:
-            self._started = time.monotonic()
-            self._loop.start(FRAME_SECONDS, now=False)
+        if self._timer is None:
+            self._due = self.now() + FRAME_SECONDS
+            self._schedule()
 
     def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _schedule(self) -> None:
+        self._timer = self.reactor.callLater(max(0.0, self._due - self.now()), self._tick)
 
     def add(self, session: RtpSession) -> None:
         self.sessions[id(session)] = session
@@ -66,19 +79,27 @@ class MediaClock:
             self.handlers.remove(handler)
 
     def _tick(self) -> None:
-        began = time.monotonic()
-        due = self._started + (self.ticks + 1) * FRAME_SECONDS
-        behind = int((began - due) / FRAME_SECONDS) + 1
-        if began - due > 0.005:
+        began = time.perf_counter()
+        now = self.now()
+        lateness = now - self._due
+        if lateness > 0.005:
             self.late_ticks += 1
-        runs = min(max(behind, 1), MAX_CATCH_UP)
-        if behind > MAX_CATCH_UP:
-            self.skipped_ticks += behind - MAX_CATCH_UP
-            self.ticks += behind - MAX_CATCH_UP
-        now = self.reactor.seconds()
-        for _ in range(runs):
+        if lateness > MAX_CATCH_UP * FRAME_SECONDS:
+            if lateness > CLOCK_JUMP:  # the clock itself jumped (or the process was stopped): start afresh
+                self._due = now
+            else:
+                lost = int(lateness / FRAME_SECONDS)
+                self.skipped_ticks += lost
+                self._due += lost * FRAME_SECONDS
+        elif lateness < -CLOCK_JUMP:  # the clock went backwards
+            self._due = now
+        try:
             self.run_once(now)
-        self.busy_seconds += time.monotonic() - began
+        finally:
+            self._due += FRAME_SECONDS
+            self.busy_seconds += time.perf_counter() - began
+            if self._timer is not None:
+                self._schedule()
 
     def run_once(self, now: float) -> None:
         """One 20 ms step for every leg (public so tests can drive the clock by hand)."""

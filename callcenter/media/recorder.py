@@ -155,6 +155,11 @@ class StereoRecorder:
             self._fd = None
         return _info(self.path, self._data_bytes)
 
+    def duplicate_fd(self) -> int | None:
+        """A duplicate of the file descriptor, for an fsync done elsewhere (a thread) without blocking the
+        media tick; the caller closes it. None once the recording is closed."""
+        return os.dup(self._fd) if self._fd is not None else None
+
     def _fsync(self) -> None:
         if self._fd is not None:
             os.fsync(self._fd)

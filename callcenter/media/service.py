@@ -5,6 +5,7 @@ record, hold. One :class:`MediaService` per process owns the port pool and the m
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from callcenter.media.session import FrameSource, RtpSession
 log = structlog.get_logger("callcenter.media")
 
 RTCP_INTERVAL = 5.0  # seconds between our sender/receiver reports (RFC 3550 §6.2 minimum)
+FSYNC_INTERVAL = 5.0  # seconds between fsyncs of the open recordings (in a thread)
+RTCP_SLICE = 0.1  # how often the report loop looks for legs whose report is due
 TYPEAHEAD = 32  # digits kept when nobody is collecting (an elder pressing before the prompt ends)
 
 
@@ -50,6 +53,7 @@ class _Leg:
         self.collector: _Collector | None = None
         self.handler: Any = None  # Echo/Bridge/Conference driving this leg
         self.tap: RecordingTap | None = None
+        self.rtcp_due = session.clock.seconds() + RTCP_INTERVAL if session.clock is not None else RTCP_INTERVAL
         self.prompt_source: FrameSource | None = None  # the source play() installed
         self.fallback: FrameSource | None = None  # what the leg sends once its prompts have ended
 
@@ -78,15 +82,20 @@ class MediaService:
         self._hold_music: Prompt | None = None
         self._rtcp_loop = LoopingCall(self._send_reports)
         self._rtcp_loop.clock = reactor
+        self._sync_loop = LoopingCall(self._sync_recordings)
+        self._sync_loop.clock = reactor
 
     def start(self) -> None:
         self.clock.start()
-        self._rtcp_loop.start(RTCP_INTERVAL, now=False)
+        self._rtcp_loop.start(RTCP_SLICE, now=False)
+        self._sync_loop.start(FSYNC_INTERVAL, now=False)
 
     def stop(self) -> None:
         self.clock.stop()
         if self._rtcp_loop.running:
             self._rtcp_loop.stop()
+        if self._sync_loop.running:
+            self._sync_loop.stop()
         for leg in list(self._legs.values()):
             self.close_leg(leg.session)
 
@@ -163,10 +172,23 @@ class MediaService:
         if leg.player is not None:
             leg.player.stop()
 
+    def _sync_recordings(self) -> None:
+        """fsync every open recording in a worker thread (the files stay valid WAVs on disk at each flush
+        anyway; this bounds what a machine crash, not a process crash, can lose)."""
+        fds = [fd for leg in self._legs.values() if leg.tap is not None
+               for fd in [leg.tap.recorder.duplicate_fd()] if fd is not None]
+        if fds:
+            self.reactor.callInThread(_fsync_and_close, fds)
+
     def _send_reports(self) -> None:
-        """One loop for all legs (not a timer per call): an SR (or RR) to each peer's RTCP port."""
+        """One loop for all legs (not a timer per call), every RTCP_SLICE: each leg's SR (or RR) goes out
+        RTCP_INTERVAL after its previous one, so the reports of many calls spread over the interval
+        instead of landing in one media tick."""
         now = self.reactor.seconds()
         for leg in self._legs.values():
+            if leg.rtcp_due > now:
+                continue
+            leg.rtcp_due = max(leg.rtcp_due + RTCP_INTERVAL, now)
             if leg.rtcp is None or leg.session.peer is None:
                 continue
             report = leg.session.rtcp_report(now)
@@ -341,7 +363,9 @@ class MediaService:
             n += 1
             path = first.with_name(f"{first.stem}-{n}{first.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        recorder = StereoRecorder(path)
+        # fsync never runs in the media tick (it can block for tens of ms): the service syncs every
+        # recording from a thread every FSYNC_INTERVAL (see _sync_recordings).
+        recorder = StereoRecorder(path, fsync_interval_seconds=None)
         leg.tap = RecordingTap(caller, recorder)
         self.clock.after_tick.append(leg.tap.after_tick)
         log.info("media.recording.started", call_id=caller.call_id, path=str(path))
@@ -417,3 +441,13 @@ class _RtcpSink(protocol.DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         self.session.on_rtcp(datagram, addr)
+
+
+def _fsync_and_close(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError:
+            log.warning("media.recording.fsync_failed")
+        finally:
+            os.close(fd)

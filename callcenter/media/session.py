@@ -7,6 +7,7 @@ clock calls for every session every 20 ms (see :mod:`callcenter.media.clock`).
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -167,6 +168,8 @@ class RtpSession(protocol.DatagramProtocol):
         self.rfc4733 = Rfc4733Receiver()
         self.inband: InbandDetector | None = InbandDetector() if inband_dtmf else None
         self.source: FrameSource | None = None
+        self._raw_peer: tuple[str, int] | None = None  # the peer _raw_ok was computed for
+        self._raw_ok = False
         self._last_digit: tuple[str, str, float] | None = None  # (digit, source, time) of the last one reported
         self.digit_listeners: list[Callable[[DtmfDigit], None]] = []
         self.sending = True
@@ -340,10 +343,25 @@ class RtpSession(protocol.DatagramProtocol):
             self.last_sent = frame
             data = self.sender.packet(frame if frame is not None else self.codec.silence)
         try:
-            self.transport.write(data, self.peer)
+            # The hot path (50 packets/s per leg): straight to the socket once the peer is a known IP
+            # address; Twisted's write() re-validates the address on every packet.
+            sock = self._raw_socket()
+            if sock is not None:
+                sock.sendto(data, self.peer)
+            else:
+                self.transport.write(data, self.peer)
             self.counters.sent += 1
         except (OSError, ValueError):  # ValueError: Twisted's InvalidAddressError (a host name in SDP c=)
             pass
+
+    def _raw_socket(self) -> Any:
+        peer = self.peer
+        if peer is None:
+            return None
+        if peer != self._raw_peer:
+            self._raw_peer = peer
+            self._raw_ok = _is_ip_literal(peer[0])
+        return getattr(self.transport, "socket", None) if self._raw_ok else None
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> bool:
         """Queue RFC 4733 events for ``digits``; False when the peer did not negotiate telephone-event."""
@@ -360,3 +378,11 @@ class RtpSession(protocol.DatagramProtocol):
 
 
 SILENCE_PCM = np.zeros(160, dtype=np.int16)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
