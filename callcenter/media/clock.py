@@ -80,7 +80,15 @@ class MediaClock:
 
     def _tick(self) -> None:
         began = time.perf_counter()
-        now = self.now()
+        try:
+            self._step(self.now())
+        finally:  # whatever happened, the clock goes on: every call's audio depends on it
+            self._due += FRAME_SECONDS
+            self.busy_seconds += time.perf_counter() - began
+            if self._timer is not None:
+                self._schedule()
+
+    def _step(self, now: float) -> None:
         lateness = now - self._due
         if lateness > 0.005:
             self.late_ticks += 1
@@ -93,13 +101,7 @@ class MediaClock:
                 self._due += lost * FRAME_SECONDS
         elif lateness < -CLOCK_JUMP:  # the clock went backwards
             self._due = now
-        try:
-            self.run_once(now)
-        finally:
-            self._due += FRAME_SECONDS
-            self.busy_seconds += time.perf_counter() - began
-            if self._timer is not None:
-                self._schedule()
+        self.run_once(now)
 
     def run_once(self, now: float) -> None:
         """One 20 ms step for every leg (public so tests can drive the clock by hand)."""
