@@ -53,6 +53,7 @@ def start_engine(work: Path, sip_port: int, log_level: str) -> subprocess.Popen[
         },
         "http": {"listen": f"127.0.0.1:{free_port()}"},
         "media": {"rtp_port_min": 30000, "rtp_port_max": 40000},
+        "recordings": {"root": str(work / "recordings")},  # every call is recorded, as in service
         "logging": {"level": log_level, "format": "json"},
         "trunks": [{"name": "carrier", "host": CARRIER, "port": 5080, "channels": 5000, "emergency_reserve": 10}],
         "routing": {"numbers": [{"number": "1000", "name": "Hotline"}]},
