@@ -12,6 +12,7 @@ import structlog
 from agents.web import bound_address, start_http
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route
+from callcenter.calls.model import EndReason
 from callcenter.calls.records import CallRecorder
 from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.trunks import TrunkSet
@@ -183,13 +184,13 @@ class Engine:
                 log.info("engine.stopping", active_calls=active)
                 for reg in self.registrations:
                     reg.stop(unregister=True)
-                ua.hangup_all(_shutdown_reason())
+                ua.hangup_all(EndReason.SHUTDOWN)
                 deadline = asyncio.get_running_loop().time() + self.config.engine.shutdown_grace
                 while ua.calls and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(0.05)
                 for call in list(ua.calls.values()):  # no answer to our BYE in time: end them locally
                     handler = ua.inbound if call.direction == "inbound" else ua.outbound
-                    handler.end(call, _shutdown_reason(), ended_by="engine")
+                    handler.end(call, EndReason.SHUTDOWN, ended_by="engine")
                 ua.close()
             if self.media is not None:
                 self.media.stop()  # closes every leg and finalises their recordings
@@ -203,8 +204,3 @@ class Engine:
         finally:
             self._stopping.set_result(None)
 
-
-def _shutdown_reason() -> Any:
-    from callcenter.calls.model import EndReason
-
-    return EndReason.SHUTDOWN

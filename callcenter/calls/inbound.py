@@ -20,7 +20,7 @@ from callcenter.calls.trunks import Admission
 from callcenter.media.ports import PortsExhausted
 from callcenter.sip.dialog import Dialog, new_tag
 from callcenter.sip.message import Request
-from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, build_offer, parse_answer
+from callcenter.sip.sdp import NoCommonCodec, SdpError, SessionDescription, parse_answer
 from callcenter.sip.transaction import ServerTransaction
 from callcenter.sip.uri import SipUri, TelUri
 
@@ -129,11 +129,7 @@ class InboundCalls(CallHandler):
             if request.body:
                 answer_body = self.sdp_answer(call, leg, request.body)
             else:  # late offer: we offer in the 200 OK, the caller answers in the ACK
-                port = getattr(leg.media, "port", 9)
-                offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
-                leg.next_sdp_version()
-                leg.local_offer = offer
-                answer_body = bytes(offer)
+                answer_body = self.local_offer(leg)
         except NoCommonCodec:
             self.close_media(leg)
             warning = '305 callcenter "no common codec: PCMU or PCMA required"'

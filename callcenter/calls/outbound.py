@@ -17,10 +17,10 @@ from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.calls.session import CallHandler
 from callcenter.calls.trunks import Admission, Trunk
 from callcenter.media.ports import PortsExhausted
-from callcenter.sip.dialog import Dialog, DialogState, new_call_id, new_tag
+from callcenter.sip.dialog import Dialog, new_call_id, new_tag
 from callcenter.sip.digest import DigestError, authorization_for, challenge_header
 from callcenter.sip.message import Headers, Request, Response
-from callcenter.sip.sdp import SdpError, SessionDescription, build_offer, parse_answer
+from callcenter.sip.sdp import SdpError, SessionDescription, parse_answer
 from callcenter.sip.transaction import ClientTransaction
 from callcenter.sip.uri import SipUri
 
@@ -162,9 +162,7 @@ class OutboundCalls(CallHandler):
         except PortsExhausted as exc:
             raise OutboundError("no free media port for the call") from exc
         call.legs.append(leg)
-        port = getattr(leg.media, "port", 9)
-        leg.local_offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id)
-        leg.next_sdp_version()
+        self.local_offer(leg)
         if on_answer is not None:
             self._on_answer[call.call_id] = on_answer
         if on_end is not None:
@@ -350,5 +348,3 @@ class OutboundCalls(CallHandler):
         if callback is not None:
             callback(call)
 
-
-__all__ = ["DialogState", "OutboundCalls", "OutboundError"]

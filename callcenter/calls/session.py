@@ -10,7 +10,7 @@ import structlog
 from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.media.dtmf import DtmfDigit, parse_dtmf_info
 from callcenter.media.session import Negotiated
-from callcenter.sip.dialog import Dialog, DialogState
+from callcenter.sip.dialog import DialogState
 from callcenter.sip.message import Request, Response
 from callcenter.sip.sdp import NegotiatedMedia, NoCommonCodec, SdpError, SessionDescription, build_offer, negotiate
 from callcenter.sip.transaction import InviteOkRetransmitter, ServerTransaction
@@ -78,6 +78,18 @@ class CallHandler:
                     direction=negotiated.direction,
                 )
             )
+
+    def local_offer(self, leg: Leg) -> bytes:
+        """Our SDP offer for ``leg`` (late-offer INVITE, offerless re-INVITE, outbound call), remembered so the
+        answer can be checked against it; each offer gets the next session version."""
+        offer = build_offer(
+            self.media_address,
+            getattr(leg.media, "port", 9),
+            session_id=leg.sdp_session_id,
+            session_version=leg.next_sdp_version(),
+        )
+        leg.local_offer = offer
+        return bytes(offer)
 
     def sdp_answer(self, call: Call, leg: Leg, offer_body: bytes) -> bytes:
         """Negotiate an offer for ``leg``; raises SdpError / NoCommonCodec."""
@@ -186,12 +198,8 @@ class CallHandler:
         resp = self.ua.response(request, 200, to_tag=leg.dialog.local_tag)
         if not request.body:
             # An offerless re-INVITE asks us to offer (RFC 3264 §8); the answer comes in the ACK.
-            port = getattr(leg.media, "port", 9)
-            offer = build_offer(self.media_address, port, session_id=leg.sdp_session_id,
-                                session_version=leg.next_sdp_version())
-            leg.local_offer = offer
             resp.headers.add("Content-Type", "application/sdp")
-            resp.body = bytes(offer)
+            resp.body = self.local_offer(leg)
         else:
             try:
                 body = self.sdp_answer(call, leg, request.body)
@@ -285,5 +293,3 @@ class CallHandler:
     def hangup(self, call: Call, reason: EndReason) -> None:
         raise NotImplementedError
 
-
-__all__ = ["CallHandler", "Dialog"]
