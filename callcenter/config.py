@@ -376,12 +376,20 @@ class UserConfig(_Section):
 
 
 class RouteNumber(_Section):
-    """A number the center answers (a hotline, a button's DID, a test number) and what to do with it."""
+    """A number the center answers (a hotline, a button's DID, a test number) and what to do with it.
+
+    ``action: flow`` runs the IVR flow named ``flow`` (a file in ivr_flows/). ``button`` says which terminal
+    button dials this number (the flow sees it as ``button``); terminals that dial one number and then send
+    a DTMF code for the button are described by ``button_codes`` (code → button)."""
 
     number: str
     name: str = Field(min_length=1)
-    action: Literal["hold", "echo", "connect"] = "hold"
+    action: Literal["hold", "echo", "connect", "flow"] = "hold"
     target: str | None = None  # connect: the account (desk phone) to ring
+    flow: str | None = None
+    button: str | None = None
+    button_codes: dict[str, str] = Field(default_factory=dict)
+    button_code_timeout: float = Field(1.5, gt=0, le=10)
     ring_timeout: float = Field(30.0, gt=0, le=600)
     max_duration: float | None = Field(None, gt=0)
     answer_after: float = Field(0.0, ge=0, le=300)
@@ -392,11 +400,46 @@ class RouteNumber(_Section):
     def _check_number(cls, value: str) -> str:
         return _number(value)
 
+    @field_validator("button_codes", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = {str(code): button for code, button in value.items()}
+            problems = [((code,), f"a button code is digits, * or #, got {_show(code)}")
+                        for code in value if not re.match(r"^[0-9*#]{1,8}$", code)]
+            if problems:
+                raise _invalid(problems=problems)
+        return value
+
     @model_validator(mode="after")
     def _connect_needs_target(self) -> Self:
         if self.action == "connect" and not self.target:
             raise _invalid(problems=[(("target",), 'action "connect" needs a target: the account to ring')])
+        if self.action == "flow" and not self.flow:
+            raise _invalid(problems=[(("flow",), 'action "flow" needs a flow: the name of a file in ivr_flows/')])
+        if self.action != "flow" and (self.flow or self.button_codes):
+            raise _invalid(problems=[(("action",), '"flow" and "button_codes" need action: flow')])
         return self
+
+
+class QueueConfig(_Section):
+    """A queue calls wait in for an operator (the ACD distributes them; flows name queues in queue nodes)."""
+
+    name: Name
+    display_name: str | None = None
+    service_level: float = Field(20.0, gt=0, le=3600)  # seconds: answered within this counts as in service
+    max_wait: float | None = Field(None, gt=0)  # then the overflow (None: wait until answered)
+    music: bool = True
+
+
+class FlowsConfig(_Section):
+    """IVR flows: the folder of YAML flows (watched: a valid change goes live, a broken one is refused)."""
+
+    directory: Path = Path("ivr_flows")
+    watch: bool = True
+    watch_interval: float = Field(1.0, gt=0, le=60)
+    timezone: str = "Asia/Shanghai"  # the center's local time (hours nodes, greetings)
+    max_steps: int = Field(200, ge=10, le=10_000)  # nodes in a row without waiting for the caller
 
 
 class RoutingConfig(_Section):
@@ -424,6 +467,8 @@ class Config(_Section):
     accounts: list[AccountConfig] = Field(default_factory=list)
     trunks: list[TrunkConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    flows: FlowsConfig = Field(default_factory=FlowsConfig)
+    queues: list[QueueConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
 
     @field_validator("accounts")
@@ -431,6 +476,13 @@ class Config(_Section):
     def _unique_accounts(cls, value: list[AccountConfig]) -> list[AccountConfig]:
         if problems := _unique([account.username for account in value], "username"):
             raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _unique_queues(cls, value: list[QueueConfig]) -> list[QueueConfig]:
+        if problems := _unique([queue.name for queue in value], "queue name"):
+            raise _invalid(problems=[(loc + ("name",), text) for loc, text in problems])
         return value
 
     @field_validator("users")
