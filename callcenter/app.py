@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 
 from agents.web import bound_address, start_http
+from callcenter.acd.callbacks import CallbackTasks
+from callcenter.acd.waiting import WaitingQueues
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route
 from callcenter.calls.model import EndReason
@@ -18,6 +20,10 @@ from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.trunks import TrunkSet
 from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
 from callcenter.config import Config
+from callcenter.directory.lookup import FileDirectory
+from callcenter.ivr.service import FlowService
+from callcenter.ivr.tts import SpeechSynthesizer
+from callcenter.ivr.versions import FlowStore
 from callcenter.media.prompts import PromptCache
 from callcenter.media.service import MediaService
 from callcenter.net.flood import FloodGuard
@@ -35,6 +41,25 @@ def _account_secret(account: Any) -> AccountSecret:
     return AccountSecret.from_ha1(md5=account.ha1)
 
 
+class _FlowObserver:
+    """Tells the IVR when a call ends (its flow stops, it leaves its queue)."""
+
+    def __init__(self, flows: FlowService) -> None:
+        self.flows = flows
+
+    def call_started(self, call: Any) -> None:
+        pass
+
+    def call_answered(self, call: Any) -> None:
+        pass
+
+    def call_ended(self, call: Any) -> None:
+        self.flows.call_ended(call)
+
+    def registration_changed(self, aor: str, contact: str, expires: int) -> None:
+        pass
+
+
 class Engine:
     """One engine node: SIP transport, user-agent core, call handlers, CDR writer, bus."""
 
@@ -48,6 +73,9 @@ class Engine:
         self.media: MediaService | None = None
         self.ua: UserAgentCore | None = None
         self.registrations: list[TrunkRegistration] = []
+        self.flows: FlowService | None = None
+        self.queues: WaitingQueues | None = None
+        self.callbacks: CallbackTasks | None = None
         self.http: Any = None  # the desktop's aiohttp runner (agents.web)
         self.http_address: tuple[str, int] | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -137,10 +165,32 @@ class Engine:
                 target=r.target,
                 ring_timeout=r.ring_timeout,
                 emergency=r.emergency,
+                flow=r.flow,
+                button=r.button,
+                button_codes=dict(r.button_codes),
+                button_code_timeout=r.button_code_timeout,
             )
             for r in cfg.routing.numbers
         }
         ua.observers.append(CallRecorder(self.cdr, self.bus, node=cfg.engine.node_name))
+        self.queues = WaitingQueues(self.reactor, known=frozenset(q.name for q in cfg.queues))
+        self.callbacks = CallbackTasks(self.db)
+        directory = FileDirectory.load(Path(cfg.directory.file)) if cfg.directory.file else FileDirectory()
+        self.flows = FlowService(
+            config=cfg,
+            clock=self.reactor,
+            media=self.media,
+            ua=ua,
+            store=FlowStore(self.db),
+            tts=SpeechSynthesizer(Path(cfg.flows.tts_cache or data_dir / "tts")),
+            queues=self.queues,
+            directory=directory,
+            callbacks=self.callbacks,
+            recordings_root=Path(cfg.recordings.root),
+        )
+        await self.flows.start()
+        ua.inbound.flows = self.flows
+        ua.observers.append(_FlowObserver(self.flows))
         for trunk in ua.trunks.trunks.values():
             if trunk.register:
                 reg = TrunkRegistration(ua, trunk)
@@ -192,6 +242,10 @@ class Engine:
                     handler = ua.inbound if call.direction == "inbound" else ua.outbound
                     handler.end(call, EndReason.SHUTDOWN, ended_by="engine")
                 ua.close()
+            if self.flows is not None:
+                self.flows.stop()
+            if self.callbacks is not None:
+                await self.callbacks.drain()
             if self.media is not None:
                 self.media.stop()  # closes every leg and finalises their recordings
             if self.transport is not None:

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     recent.add_argument("--limit", type=int, default=20)
     recent.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    from callcenter.ivr import commands as flow_commands
+
+    flow_commands.add_parser(sub, config_arg)
+
     users = sub.add_parser("users", help="desktop and API users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     users_sub.add_parser(
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "calls":
         return asyncio.run(_recent_calls(config, args.limit, args.json))
+    if args.command == "flows":
+        from callcenter.ivr import commands as flow_commands
+
+        return flow_commands.run(args, config)
     return 2
 
 

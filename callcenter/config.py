@@ -432,6 +432,12 @@ class QueueConfig(_Section):
     music: bool = True
 
 
+class DirectoryConfig(_Section):
+    """Who is calling: a YAML list of elders (the demo list by default; none: every caller is unknown)."""
+
+    file: Path | None = Path("config/demo_elders.yaml")
+
+
 class FlowsConfig(_Section):
     """IVR flows: the folder of YAML flows (watched: a valid change goes live, a broken one is refused)."""
 
@@ -440,6 +446,7 @@ class FlowsConfig(_Section):
     watch_interval: float = Field(1.0, gt=0, le=60)
     timezone: str = "Asia/Shanghai"  # the center's local time (hours nodes, greetings)
     max_steps: int = Field(200, ge=10, le=10_000)  # nodes in a row without waiting for the caller
+    tts_cache: Path | None = None  # rendered prompts (default: engine.data_dir/tts)
 
 
 class RoutingConfig(_Section):
@@ -468,6 +475,7 @@ class Config(_Section):
     trunks: list[TrunkConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     queues: list[QueueConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
 

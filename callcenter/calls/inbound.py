@@ -1,17 +1,19 @@
-"""Inbound calls: admit or refuse an INVITE, answer it, hold (or echo) until someone hangs up.
+"""Inbound calls: admit or refuse an INVITE, then do what the dialled number's route says.
 
-Until the IVR exists, a dialled number found in the routing table is answered and held (or echoed
-for the 9196 echo test) until the caller hangs up or the maximum duration passes; unknown numbers
-get 404, and full trunks get 486 (only the emergency reserve is left) or 503.
+A route runs an IVR flow (``flow``: the flow decides when to ring, answer, queue or transfer), rings a
+desk phone and bridges it (``connect``), or answers and holds/echoes (``hold``, ``echo`` for the 9196
+echo test). Unknown numbers get 404, and full trunks get 486 (only the emergency reserve is left) or 503.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from twisted.internet.defer import Deferred
 
 from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.calls.outbound import OutboundError
@@ -42,6 +44,10 @@ class Route:
     emergency: bool = False
     target: str | None = None  # "connect": the account to ring (an operator's desk phone)
     ring_timeout: float = 30.0
+    flow: str | None = None  # "flow": the IVR flow to run
+    button: str | None = None  # the terminal button that dials this number
+    button_codes: Mapping[str, str] = field(default_factory=dict)  # DTMF code sent after connecting → button
+    button_code_timeout: float = 1.5
 
 
 def dialled_number(request: Request) -> str | None:
@@ -71,6 +77,8 @@ class InboundCalls(CallHandler):
         self.routes: dict[str, Route] = {}
         self.max_calls = 10_000
         self.counters = {"offered": 0, "answered": 0, "rejected": 0, "cancelled": 0}
+        self.flows: Any = None  # the IVR (callcenter.ivr.service.FlowService), wired by the app
+        self._confirm_waiters: dict[str, Deferred[None]] = {}
 
     # -- a new INVITE ------------------------------------------------------------------------------
     def on_invite(self, request: Request, stx: ServerTransaction, source: Address) -> None:
@@ -159,6 +167,8 @@ class InboundCalls(CallHandler):
         leg.invite_tx = stx
         if route.action == "connect":
             self._connect(call, request, stx, answer_body, route)
+        elif route.action == "flow":
+            self._start_flow(call, request, stx, answer_body, route)
         elif route.answer_after > 0:
             ringing = ua.response(request, 180, to_tag=local_tag)
             ringing.headers.add("Contact", ua.contact(call.dialled, source[0]))
@@ -234,6 +244,40 @@ class InboundCalls(CallHandler):
         log.info("call.answered", call_id=call.call_id, codec=leg.codec)
         self._start_route_media(call, leg, route)
         ua.call_answered(call)
+
+    # -- flow: the IVR decides when to ring, answer, queue or transfer ---------------------------------
+    def _start_flow(self, call: Call, request: Request, stx: ServerTransaction, answer_body: bytes,
+                    route: Route) -> None:
+        def ring() -> None:
+            if call.state is CallState.OFFERED:
+                ringing = self.ua.response(request, 180, to_tag=call.caller_leg.local_tag)
+                ringing.headers.add("Contact", self.ua.contact(call.dialled, call.source[0]))
+                stx.respond(ringing)
+                call.transition(CallState.RINGING)
+
+        def answer() -> Deferred[None]:
+            """Send the 200 OK; fire when the ACK arrives (media flows), or after 2 s without one."""
+            confirmed: Deferred[None] = Deferred()
+            if call.state in (CallState.OFFERED, CallState.RINGING):
+                self._answer(call, request, stx, answer_body)
+            if call.state is CallState.CONFIRMED or not call.active:
+                confirmed.callback(None)
+                return confirmed
+            self._confirm_waiters[call.call_id] = confirmed
+            timer = self.ua.clock.callLater(2.0, self._confirmed, call)
+            confirmed.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+            return confirmed
+
+        if self.flows is None or route.flow is None or not self.flows.start_call(
+                call, route.flow, button=route.button, button_codes=route.button_codes,
+                button_code_timeout=route.button_code_timeout, answer=answer, ring=ring):
+            log.error("call.flow.unavailable", call_id=call.call_id, flow=route.flow)
+            self.hangup(call, EndReason.REJECTED, status=503)
+
+    def _confirmed(self, call: Call) -> None:
+        waiter = self._confirm_waiters.pop(call.call_id, None)
+        if waiter is not None and not waiter.called:
+            waiter.callback(None)
 
     # -- connect: ring a desk phone and bridge (until the ACD picks operators) ------------------------
     def _connect(self, call: Call, request: Request, stx: ServerTransaction, answer_body: bytes, route: Route) -> None:
@@ -339,7 +383,7 @@ class InboundCalls(CallHandler):
             return
         if route is not None and route.action == "echo":
             media.echo(session)
-        elif route is None or route.action != "connect":  # a connected call is bridged by _connected
+        elif route is None or route.action not in ("connect", "flow"):  # bridged by _connected; flows play
             media.music_on_hold(session)
         if self.record_calls:
             media.start_recording(session)
@@ -357,6 +401,7 @@ class InboundCalls(CallHandler):
                     self.send_bye(call, leg, EndReason.FAILED)
                     return
             call.transition(CallState.CONFIRMED)
+            self._confirmed(call)
 
     def _no_ack(self, call: Call) -> None:
         self._retransmitters.pop(call.call_id, None)

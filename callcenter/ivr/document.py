@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -30,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from callcenter.yamlsource import Loc, SourceIssue, error_message, invalid, locate, parse_yaml, show_value
+from callcenter.yamlsource import Loc, SourceIssue, dotted, error_message, invalid, locate, parse_yaml, show_value
 
 LANGUAGES = ("cmn", "yue")  # Mandarin, Cantonese (ISO 639-3)
 Language = Literal["cmn", "yue"]
@@ -57,6 +58,20 @@ class _Model(BaseModel):
 
 
 # -- prompts -----------------------------------------------------------------------------------------------
+def _text_not_empty(value: str | dict[str, str]) -> str | dict[str, str]:
+    texts = [value] if isinstance(value, str) else list(value.values())
+    if not texts or any(not text.strip() for text in texts):
+        raise invalid("the text to say is empty")
+    return value
+
+
+def _check_language(say: str | dict[str, str], language: str | None) -> None:
+    """``language: yue`` with texts per language must have a yue text (it is the one spoken)."""
+    if language is not None and isinstance(say, dict) and language not in say:
+        raise invalid(problems=[(("language",), f"there is no '{language}' text to say (the texts are: "
+                                                 f"{', '.join(say)})")])
+
+
 class SayPrompt(_Model):
     """Text spoken by the TTS voice. ``say`` is one text, or one text per language (the caller's language
     is chosen when the directory knows it, else the flow's language). Jinja2 ``{{ variables }}`` allowed."""
@@ -68,10 +83,12 @@ class SayPrompt(_Model):
     @field_validator("say")
     @classmethod
     def _not_empty(cls, value: str | dict[str, str]) -> str | dict[str, str]:
-        texts = [value] if isinstance(value, str) else list(value.values())
-        if not texts or any(not text.strip() for text in texts):
-            raise invalid("the text to say is empty")
-        return value
+        return _text_not_empty(value)
+
+    @model_validator(mode="after")
+    def _language_has_text(self) -> Self:
+        _check_language(self.say, self.language)
+        return self
 
     def texts(self, default_language: str) -> dict[str, str]:
         """language → text."""
@@ -97,7 +114,13 @@ class PlayPrompt(_Model):
 
 def _prompt_shorthand(value: Any) -> Any:
     """A prompt may be written as plain text: ``prompt: "请稍候"``."""
-    return {"say": value} if isinstance(value, str) else value
+    if isinstance(value, str):
+        return {"say": value}
+    if isinstance(value, dict) and "say" in value and "play" in value:
+        raise invalid('give either "say" (a text) or "play" (a WAV file), not both')
+    if not isinstance(value, dict | SayPrompt | PlayPrompt):
+        raise invalid(f"expected a text to say, {{say: ...}} or {{play: prompts/....wav}}, got {show_value(value)}")
+    return value
 
 
 def _prompt_kind(value: Any) -> str | None:
@@ -163,6 +186,16 @@ class SayNode(_Node):
     rate: int | None = Field(None, ge=80, le=400)
     barge_in: bool = False
     next: str
+
+    @field_validator("text")
+    @classmethod
+    def _not_empty(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        return _text_not_empty(value)
+
+    @model_validator(mode="after")
+    def _language_has_text(self) -> Self:
+        _check_language(self.text, self.language)
+        return self
 
     def prompts(self) -> Iterator[tuple[Loc, SayPrompt | PlayPrompt]]:
         yield ("text",), SayPrompt(say=self.text, language=self.language, rate=self.rate)
@@ -321,7 +354,9 @@ class HoursNode(_Node):
 
     @model_validator(mode="after")
     def _one_schedule(self) -> Self:
-        if (self.schedule is None) == (self.weekly is None):
+        if self.schedule is None and self.weekly is None:
+            raise invalid('give the opening hours: "schedule" (7x24, 7x10 or 7x8) or "weekly"')
+        if self.schedule is not None and self.weekly is not None:
             raise invalid('give either "schedule" (7x24, 7x10 or 7x8) or "weekly" opening hours, not both')
         return self
 
@@ -375,6 +410,10 @@ class QueueNode(_Node):
     announcements: Announcements | None = None
     max_wait: float | None = Field(None, gt=0, le=24 * 3600)
     on_timeout: str | None = None  # where to go after max_wait (default: the queue's overflow)
+
+    def prompts(self) -> Iterator[tuple[Loc, SayPrompt | PlayPrompt]]:
+        if self.announcements is not None and self.announcements.prompt is not None:
+            yield ("announcements", "prompt"), self.announcements.prompt
 
     @property
     def ends_call(self) -> bool:
@@ -548,36 +587,167 @@ def _node_issues(name: str, data: Any, root: yaml.Node, source: str) -> list[Sou
     try:
         cls.model_validate(data)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            if err["type"] == "extra_forbidden":
-                known = [f for f in cls.model_fields if f != "type"]
-                close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-                hint = f" — did you mean '{close[0]}'?" if close else f" (a {kind} node has: {', '.join(known)})"
-                issues.append(locate((*base, *loc), f"unknown key '{loc[-1]}'{hint}", root, source, {},
-                                     at_key=True))
-                continue
-            problems = (err.get("ctx") or {}).get("problems") if err["type"] == "config" else None
-            for sub, text in problems or [((), error_message(cls, err))]:
-                issues.append(locate((*base, *_strip_union(loc), *sub), text, root, source, {}))
-        return issues
+        return _validation_issues(cls, exc.errors(include_url=False), base, root, source)
     return []
 
 
-_PROMPT_FIELDS = ("prompt", "invalid_prompt", "timeout_prompt", "confirm_prompt")
+# -- turning pydantic errors into issues -------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Problem:
+    loc: Loc  # path in the YAML (union member tags and "[key]" removed)
+    message: str
+    at_key: bool
+    union: Loc | None  # the path of the innermost union the error went through (one error per member)
 
 
-def _strip_union(loc: Loc) -> Loc:
-    """pydantic names the prompt kind in paths (prompt.say.say): drop that part."""
-    return tuple(part for index, part in enumerate(loc)
-                 if not (index > 0 and loc[index - 1] in _PROMPT_FIELDS and part in ("say", "play")
-                         and index + 1 < len(loc)))
+def _bare(tp: Any) -> Any:
+    """The type without Annotated metadata and without None in an Optional."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [member for member in get_args(tp) if member is not type(None)]
+        if len(members) == 1:
+            return _bare(members[0])
+    return tp
+
+
+def _union_member(tp: Any, tag: Any) -> Any:
+    """The member of union ``tp`` that pydantic names ``tag`` in error paths, or None."""
+    for member in get_args(tp):
+        tags = [meta.tag for meta in get_args(member)[1:] if isinstance(meta, Tag)] \
+            if get_origin(member) is Annotated else []
+        bare = _bare(member)
+        origin = get_origin(bare)
+        name = bare.__name__ if isinstance(bare, type) else str(origin.__name__ if origin else bare)
+        if tag in tags or tag == name or (origin is not None and str(tag).startswith(f"{origin.__name__}[")):
+            return bare
+    return None
+
+
+def _walk(model: type[BaseModel], loc: Loc) -> tuple[Loc, bool, Loc | None, Any]:
+    """Clean a pydantic error path: (YAML path, points at a mapping key, innermost union path, type there)."""
+    tp: Any = model
+    out: list[str | int] = []
+    union: Loc | None = None
+    at_key = False
+    for part in loc:
+        tp = _bare(tp)
+        if get_origin(tp) in (Union, types.UnionType):
+            member = _union_member(tp, part)
+            if member is not None:
+                union, tp = tuple(out), member
+                continue
+        if part == "[key]":
+            at_key = True
+            continue
+        out.append(part)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            tp = field.annotation if field is not None else None
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
+        else:
+            tp = None
+    return tuple(out), at_key, union, _bare(tp)
+
+
+def _message(model: type[BaseModel], err: Any) -> str:
+    if err["type"] == "too_short" and isinstance(err.get("input"), dict):
+        return f"expected at least {err['ctx']['min_length']} entry(ies), got none"
+    return error_message(model, err)
+
+
+def _unknown_key(parent: Any, key: Any) -> str:
+    known = [name for name in parent.model_fields if name != "type"] \
+        if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+    close = difflib.get_close_matches(str(key), known, n=1)
+    if close:
+        return f"unknown key '{key}' — did you mean '{close[0]}'?"
+    if parent in NODE_TYPES.values():
+        return f"unknown key '{key}' (a {parent.model_fields['type'].annotation.__args__[0]} node has: " \
+               f"{', '.join(known)})"
+    return f"unknown key '{key}' (known keys: {', '.join(known)})"
+
+
+_EXPECTED_GOT = re.compile(r"^expected (?P<what>.+), got (?P<got>.+?)(?P<hint> \(write numbers in quotes.*\))?$")
+
+
+def _merge_union(problems: list[_Problem]) -> list[_Problem]:
+    """A value that fits no member of a union gets one error per member: keep the errors from inside the value
+    when there are some (the value had the right shape), else merge "expected A" + "expected B" into one."""
+    out: list[_Problem] = []
+    groups: dict[Loc, list[_Problem]] = {}
+    for problem in problems:
+        if problem.union is None:
+            out.append(problem)
+        else:
+            groups.setdefault(problem.union, []).append(problem)
+    for site, group in groups.items():
+        deeper = [p for p in group if len(p.loc) > len(site)]
+        if deeper:
+            out += deeper
+            continue
+        matches = [_EXPECTED_GOT.match(p.message) for p in group]
+        if len(group) > 1 and all(matches):
+            whats = list(dict.fromkeys(m["what"] for m in matches if m))
+            first = matches[0]
+            assert first is not None
+            hint = next((m["hint"] for m in matches if m and m["hint"]), "") or ""
+            what = ", ".join(whats[:-1]) + f" or {whats[-1]}" if len(whats) > 1 else whats[0]
+            out.append(_Problem(site, f"expected {what}, got {first['got']}{hint}", False, None))
+        else:
+            out += group
+    return out
+
+
+def _validation_issues(model: type[BaseModel], errors: list[Any], base: Loc, root: yaml.Node,
+                       source: str) -> list[SourceIssue]:
+    problems: list[_Problem] = []
+    for err in errors:
+        loc, at_key, union, _ = _walk(model, tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            parent = _walk(model, tuple(err["loc"])[:-1])[3]
+            problems.append(_Problem(loc, _unknown_key(parent, loc[-1]), True, None))
+            continue
+        subs = (err.get("ctx") or {}).get("problems") if err["type"] == "config" else None
+        for sub, text in subs or [((), _message(model, err))]:
+            problems.append(_Problem((*loc, *sub), text, at_key and not sub, union))
+    return [locate((*base, *p.loc), p.message, root, source, {}, at_key=p.at_key) for p in _merge_union(problems)]
+
+
+def _scalar_issue(text: str, source: str, exc: Exception) -> SourceIssue:
+    """PyYAML builds dates while loading and raises a bare ValueError on 2026-02-30: find that scalar."""
+    loader = yaml.SafeLoader(text)
+    try:
+        stack: list[tuple[yaml.Node, Loc]] = [(loader.get_single_node(), ())]
+        while stack:
+            node, loc = stack.pop()
+            if isinstance(node, yaml.MappingNode):
+                stack += [(value, (*loc, getattr(key, "value", "?"))) for key, value in reversed(node.value)]
+                stack += [(key, loc) for key, _ in node.value]
+            elif isinstance(node, yaml.SequenceNode):
+                stack += [(item, (*loc, index)) for index, item in reversed(list(enumerate(node.value)))]
+            elif isinstance(node, yaml.ScalarNode):
+                try:
+                    loader.construct_object(node)
+                except ValueError as err:
+                    what = "date" if node.tag.endswith(":timestamp") else "value"
+                    mark = node.start_mark
+                    return SourceIssue(source, mark.line + 1, mark.column + 1, dotted(loc),
+                                       f"not a real {what}: {show_value(node.value)} ({err})")
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    return SourceIssue(source, None, None, "", f"invalid YAML: {exc}")
 
 
 def parse_flow(text: str, source: str, name: str | None = None) -> ParsedFlow:
     """Parse and type-check one flow document; raises :class:`FlowError` with every issue found."""
-    root, data, issues = parse_yaml(text, source)
+    try:
+        root, data, issues = parse_yaml(text, source)
+    except (ValueError, OverflowError) as exc:  # a date that does not exist (2026-02-30)
+        raise FlowError([_scalar_issue(text, source, exc)]) from None
     if root is None:
         raise FlowError(issues or [SourceIssue(source, None, None, "", "the file is empty: a flow needs "
                                                                        "'start' and 'nodes'")])
@@ -589,35 +759,17 @@ def parse_flow(text: str, source: str, name: str | None = None) -> ParsedFlow:
         for node_name, node_data in nodes.items():
             if isinstance(node_name, str) and NODE_NAME.match(node_name):
                 issues += _node_issues(node_name, node_data, root, source)
-    if not issues:
-        try:
-            document = FlowDocument.model_validate(data)
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = tuple(err["loc"])
-                if loc[:1] == ("nodes",) and len(loc) > 2:
-                    continue  # already reported by _node_issues
-                if err["type"] == "extra_forbidden":
-                    known = list(FlowDocument.model_fields)
-                    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-                    hint = f" — did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(known)})"
-                    issues.append(locate(loc, f"unknown key '{loc[-1]}'{hint}", root, source, {}, at_key=True))
-                    continue
-                problems = (err.get("ctx") or {}).get("problems") if err["type"] == "config" else None
-                for sub, message in problems or [((), error_message(FlowDocument, err))]:
-                    issues.append(locate((*loc, *sub), message, root, source, {}))
-    else:
-        # Report top-level problems too (missing start...), without repeating node problems.
-        try:
-            FlowDocument.model_validate({**data, "nodes": {"_": {"type": "hangup"}}})
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = tuple(err["loc"])
-                if loc[:1] != ("nodes",):
-                    for sub, message in ((err.get("ctx") or {}).get("problems") or
-                                         [((), error_message(FlowDocument, err))]):
-                        issues.append(locate((*loc, *sub), message, root, source, {}))
-    if issues:
+    # Top-level problems (missing start...) are reported too; node problems only once (by _node_issues): when
+    # there are some, the nodes are replaced by a stand-in so that only the top level is checked.
+    checked = data if not issues else {**data, "nodes": {"_": {"type": "hangup"}}}
+    document: FlowDocument | None = None
+    try:
+        document = FlowDocument.model_validate(checked)
+    except ValidationError as exc:
+        errors = [err for err in exc.errors(include_url=False)
+                  if not (err["loc"][:1] == ("nodes",) and (issues or len(err["loc"]) > 2))]
+        issues += _validation_issues(FlowDocument, errors, (), root, source)
+    if issues or document is None:
         raise FlowError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
     flow_name = document.flow or name or source.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
     return ParsedFlow(flow_name, source, text, document, root)

@@ -92,8 +92,12 @@ class ScriptedCall:
         seconds = spoken_seconds(utterance)
         if barge_in and self._script and self._script[0]:
             seconds = 0.5  # the caller knows the menu and presses at once
-        done: Deferred[None] = Deferred()
-        self.clock.callLater(seconds, done.callback, None)
+        return self._later(seconds, None)
+
+    def _later(self, seconds: float, value: Any) -> Deferred[Any]:
+        """A Deferred firing after ``seconds``; cancelling it (the caller hung up) cancels the timer."""
+        timer = self.clock.callLater(seconds, lambda: done.callback(value))
+        done: Deferred[Any] = Deferred(lambda _: timer.cancel() if timer.active() else None)
         return done
 
     def collect(self, *, max_digits: int, timeout: float, inter_digit_timeout: float,
@@ -107,7 +111,6 @@ class ScriptedCall:
                 self._note("keys", typed + key)
                 return succeed(DigitResult(typed, "terminator", key))
             typed += key
-        done: Deferred[DigitResult] = Deferred()
         if typed:
             self._note("keys", typed)
             reason = "max_digits" if len(typed) >= max_digits else "timeout"
@@ -115,17 +118,14 @@ class ScriptedCall:
         else:
             reason, delay = "timeout", timeout
             self._note("timeout", f"{timeout:g} s without a key")
-        self.clock.callLater(delay, done.callback, DigitResult(typed, reason))
-        return done
+        return self._later(delay, DigitResult(typed, reason))
 
     def record_message(self, *, max_seconds: float, terminators: str, beep: bool, flow: str,
                        node: str) -> Deferred[RecordedMessage | None]:
         self._current = None
         seconds = min(10.0, max_seconds)
         self._note("record", f"the caller speaks for {seconds:g} s")
-        done: Deferred[RecordedMessage | None] = Deferred()
-        self.clock.callLater(seconds, done.callback, RecordedMessage("(simulated)", seconds))
-        return done
+        return self._later(seconds, RecordedMessage("(simulated)", seconds))
 
     def enqueue(self, request: QueueRequest) -> Deferred[QueueOutcome]:
         self.queued.append(request)

@@ -53,6 +53,7 @@ class _Leg:
         self.collector: _Collector | None = None
         self.handler: Any = None  # Echo/Bridge/Conference driving this leg
         self.tap: RecordingTap | None = None
+        self.message_tap: RecordingTap | None = None  # a voicemail message being recorded
         self.rtcp_due = session.clock.seconds() + RTCP_INTERVAL if session.clock is not None else RTCP_INTERVAL
         self.prompt_source: FrameSource | None = None  # the source play() installed
         self.fallback: FrameSource | None = None  # what the leg sends once its prompts have ended
@@ -129,6 +130,8 @@ class MediaService:
             return
         if leg.tap is not None:
             self.stop_recording(session)  # finalise the WAV (and log it) while the leg is still known
+        if leg.message_tap is not None:
+            self.stop_message(session)
         del self._legs[id(session)]
         for name, value in session.counters.as_dict().items():
             self._closed_totals[name] = self._closed_totals.get(name, 0) + value
@@ -381,6 +384,29 @@ class MediaService:
         leg.tap = None
         info: RecordingInfo = tap.recorder.close()
         log.info("media.recording.finished", call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
+        return info
+
+    def start_message(self, caller: RtpSession, path: Path) -> None:
+        """Record a message the caller leaves (voicemail) into ``path``: caller left, what they hear (the
+        beep) right. Independent of the call's own recording."""
+        leg = self._leg(caller)
+        if leg.message_tap is not None:
+            raise RuntimeError(f"call {caller.call_id} is already recording a message")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        leg.message_tap = RecordingTap(caller, StereoRecorder(path, fsync_interval_seconds=None))
+        self.clock.after_tick.append(leg.message_tap.after_tick)
+        log.info("media.message.started", call_id=caller.call_id, path=str(path))
+
+    def stop_message(self, caller: RtpSession) -> RecordingInfo | None:
+        leg = self._legs.get(id(caller))
+        tap = leg.message_tap if leg is not None else None
+        if tap is None or leg is None:
+            return None
+        if tap.after_tick in self.clock.after_tick:
+            self.clock.after_tick.remove(tap.after_tick)
+        leg.message_tap = None
+        info: RecordingInfo = tap.recorder.close()
+        log.info("media.message.finished", call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
         return info
 
     # -- observability -------------------------------------------------------------------------------------

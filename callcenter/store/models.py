@@ -3,7 +3,21 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -72,3 +86,94 @@ class CallRecord(Base):
 
     def __repr__(self) -> str:
         return f"<CallRecord {self.call_id} {self.direction} {self.from_number}->{self.to_number} {self.end_reason}>"
+
+
+class FlowVersionRow(Base):
+    """One published version of an IVR flow (``ivr_flows/<flow>.yaml``). Immutable: code only ever inserts.
+
+    ``version`` counts 1, 2, 3 … per flow (unique together with ``flow``); ``text`` is the YAML exactly as
+    published, ``sha256`` the hex digest of its UTF-8 bytes, ``diff`` the unified diff from the previous
+    version's text (empty for version 1). ``origin`` says how it came: "file" (the watcher), "cli", "api" or
+    "rollback" (then ``note`` says "rollback to vN")."""
+
+    __tablename__ = "flow_versions"
+    __table_args__ = (UniqueConstraint("flow", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(16))  # "file" | "cli" | "api" | "rollback"
+    source_path: Mapped[str | None] = mapped_column(String(512))
+    note: Mapped[str | None] = mapped_column(String(255))
+    diff: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    def __repr__(self) -> str:
+        return f"<FlowVersionRow {self.flow} v{self.version} {self.origin} by {self.author}>"
+
+
+class FlowLive(Base):
+    """Which version of each flow answers new calls (calls already running keep the version they started
+    with). Updated in the same transaction that stores a new version or rolls back."""
+
+    __tablename__ = "flow_live"
+    __table_args__ = (ForeignKeyConstraint(["flow", "version"], ["flow_versions.flow", "flow_versions.version"]),)
+
+    flow: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+    def __repr__(self) -> str:
+        return f"<FlowLive {self.flow} v{self.version}>"
+
+
+class Voicemail(Base):
+    """A message a caller left in an IVR voicemail node. ``path`` is relative to the recordings root;
+    ``caller_number`` is empty (None) when the caller withheld the number."""
+
+    __tablename__ = "voicemails"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(255), index=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64))
+    caller_number: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(512))
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    heard: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    def __repr__(self) -> str:
+        return f"<Voicemail {self.id} {self.caller_number} {self.flow}/{self.node} {self.seconds:.1f}s>"
+
+
+class CallbackTask(Base):
+    """Someone to call back: asked for in the IVR, an abandoned or missed call, or an operator's note.
+
+    ``source`` is "ivr" | "abandoned" | "missed" | "operator"; ``state`` goes "open" → "dialling" →
+    "completed" (reached) or "closed" (given up or handled otherwise, ``outcome`` says how). ``attempts``
+    counts dial attempts; ``due_at`` is when the next one may start. The ACD extends this table."""
+
+    __tablename__ = "callback_tasks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    call_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    number: Mapped[str] = mapped_column(String(64), index=True)
+    elder_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(32))  # "ivr" | "abandoned" | "missed" | "operator"
+    # "open" | "dialling" | "completed" | "closed"
+    state: Mapped[str] = mapped_column(String(16), index=True, default="open", server_default=text("'open'"))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(255))
+    flow: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"<CallbackTask {self.id} {self.number} {self.state} {self.source}>"

@@ -1,0 +1,72 @@
+"""Callback tasks and voicemail messages in the database.
+
+A callback task is created when a caller asks for one in the IVR (and, with the ACD, for abandoned and
+missed calls); a voicemail message left in a flow's record node is stored with its call. Writes are
+asynchronous (async SQLAlchemy on the engine's loop) and a failure is logged with the call id: the
+message file itself is already safe on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.store.models import CallbackTask, Voicemail
+
+log = structlog.get_logger("callcenter.acd")
+
+
+class CallbackTasks:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    async def create(self, *, number: str, call_id: str | None, elder_id: int | None, reason: str, source: str,
+                     due_at: dt.datetime, flow: str | None = None) -> int:
+        now = dt.datetime.now(dt.UTC)
+        async with AsyncSession(self.engine) as session, session.begin():
+            task = CallbackTask(call_id=call_id, number=number, elder_id=elder_id, reason=reason[:255],
+                                source=source, state="open", due_at=due_at, attempts=0, created_at=now, flow=flow)
+            session.add(task)
+            await session.flush()
+            task_id = int(task.id)
+        log.info("acd.callback.created", call_id=call_id, task_id=task_id, number=number, reason=reason,
+                 source=source, due_at=due_at.isoformat())
+        return task_id
+
+    async def open_tasks(self, limit: int = 100) -> list[CallbackTask]:
+        async with AsyncSession(self.engine) as session:
+            rows = await session.scalars(select(CallbackTask).where(CallbackTask.state == "open")
+                                         .order_by(CallbackTask.due_at).limit(limit))
+            return list(rows)
+
+    def store_voicemail(self, *, call_id: str, flow: str, node: str, caller_number: str, path: str,
+                        seconds: float) -> None:
+        """Record a voicemail message (in the background)."""
+        task = asyncio.ensure_future(self._store_voicemail(call_id, flow, node, caller_number, path, seconds))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _store_voicemail(self, call_id: str, flow: str, node: str, caller_number: str, path: str,
+                               seconds: float) -> None:
+        try:
+            async with AsyncSession(self.engine) as session, session.begin():
+                session.add(Voicemail(call_id=call_id, flow=flow, node=node, caller_number=caller_number or None,
+                                      path=path, seconds=round(seconds, 3), created_at=dt.datetime.now(dt.UTC)))
+            log.info("ivr.voicemail.stored", call_id=call_id, path=path, seconds=round(seconds, 1))
+        except Exception as exc:
+            log.error("ivr.voicemail.store_failed", call_id=call_id, path=path, error=str(exc))
+
+    async def voicemails(self, limit: int = 100) -> list[Voicemail]:
+        async with AsyncSession(self.engine) as session:
+            rows = await session.scalars(select(Voicemail).order_by(Voicemail.created_at.desc()).limit(limit))
+            return list(rows)
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
