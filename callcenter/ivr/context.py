@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 CALLER_ATTRIBUTES = ("known", "elder_id", "name", "surname", "title", "language", "living_alone",
@@ -154,8 +155,12 @@ class Reference:
 def parse_template(text: str, *, expression: bool = False) -> nodes.Template | nodes.Expr:
     """Parse (no rendering); raises TemplateError with the message and line inside the template."""
     try:
-        if expression:
-            return _ENV.parse(f"{{{{ ({text}) }}}}")  # the expression as a template that prints it
+        if expression:  # exactly what compile_expression (used by evaluate) accepts, with its messages
+            parser = Parser(_ENV, text, state="variable")
+            tree = parser.parse_expression()
+            if not parser.stream.eos:
+                raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+            return nodes.Template([nodes.Output([tree], lineno=1)], lineno=1)  # find_all skips the root
         return _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"line {exc.lineno}: {exc.message}" if exc.lineno > 1 else str(exc.message)) from None

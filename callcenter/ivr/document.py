@@ -132,7 +132,7 @@ def _prompt_kind(value: Any) -> str | None:
 PromptSpec = Annotated[
     Annotated[SayPrompt, Tag("say")] | Annotated[PlayPrompt, Tag("play")],
     Discriminator(_prompt_kind),
-    BeforeValidator(_prompt_shorthand),
+    BeforeValidator(_prompt_shorthand, json_schema_input_type=str | SayPrompt | PlayPrompt),
 ]
 
 
@@ -219,6 +219,9 @@ class MenuNode(_Node):
     @field_validator("options", mode="before")
     @classmethod
     def _digit_keys(cls, value: Any) -> Any:
+        if value is None:
+            raise invalid('expected the choices, e.g. 1: node (# starts a comment in YAML: write "#" and "*" '
+                          'in quotes)')
         if not isinstance(value, dict):
             return value
         out: dict[str, Any] = {}
@@ -226,7 +229,7 @@ class MenuNode(_Node):
         for key, target in value.items():
             text = str(key)
             if not DIGITS.match(text):
-                problems.append(((key,), f"a menu choice is digits, * or #, got {show_value(key)}"))
+                problems.append(((key, "[key]"), f"a menu choice is digits, * or #, got {show_value(key)}"))
             out[text] = target
         if problems:
             raise invalid(problems=problems)
@@ -377,7 +380,7 @@ class SetNode(_Node):
     @field_validator("variables")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        problems = [((name,), f"expected a variable name (letters, digits, _), got {show_value(name)}")
+        problems = [((name, "[key]"), f"expected a variable name (letters, digits, _), got {show_value(name)}")
                     for name in value if not VARIABLE_NAME.match(name)]
         if problems:
             raise invalid(problems=problems)
@@ -471,7 +474,7 @@ class CallbackNode(_Node):
     declined: str
 
 
-    @field_validator("accept", mode="before")
+    @field_validator("accept", mode="before", json_schema_input_type=str | int)
     @classmethod
     def _accept(cls, value: Any) -> Any:
         value = str(value) if isinstance(value, int) else value
@@ -541,7 +544,7 @@ class FlowDocument(_Model):
     @classmethod
     def _node_names(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            problems = [((name,), f"a node name is a word (letters, digits, _ or -), got {show_value(name)}")
+            problems = [((name, "[key]"), f"a node name is a word (letters, digits, _ or -), got {show_value(name)}")
                         for name in value if not isinstance(name, str) or not NODE_NAME.match(name)]
             if problems:
                 raise invalid(problems=problems)
@@ -711,7 +714,9 @@ def _validation_issues(model: type[BaseModel], errors: list[Any], base: Loc, roo
             continue
         subs = (err.get("ctx") or {}).get("problems") if err["type"] == "config" else None
         for sub, text in subs or [((), _message(model, err))]:
-            problems.append(_Problem((*loc, *sub), text, at_key and not sub, union))
+            on_key = tuple(sub[-1:]) == ("[key]",)  # a validator's problem with a mapping key, not its value
+            sub = tuple(sub[:-1]) if on_key else tuple(sub)
+            problems.append(_Problem((*loc, *sub), text, on_key or (at_key and not sub), union))
     return [locate((*base, *p.loc), p.message, root, source, {}, at_key=p.at_key) for p in _merge_union(problems)]
 
 
@@ -742,6 +747,23 @@ def _scalar_issue(text: str, source: str, exc: Exception) -> SourceIssue:
     return SourceIssue(source, None, None, "", f"invalid YAML: {exc}")
 
 
+_UNQUOTED_TEMPLATE = re.compile(r"(?:^\s*-|:)\s+(\{[{%])")
+
+
+def _unquoted_template(text: str, issue: SourceIssue) -> SourceIssue:
+    """``text: {{ greeting }}，您好`` is a YAML syntax error (``{`` starts a mapping): say what to do."""
+    if issue.line is None:
+        return issue
+    lines = text.splitlines()
+    for index in range(issue.line - 1, max(issue.line - 3, -1), -1):
+        match = _UNQUOTED_TEMPLATE.search(lines[index]) if index < len(lines) else None
+        if match:
+            return SourceIssue(issue.source, index + 1, match.start(1) + 1, issue.key,
+                               'invalid YAML: a text that starts with {{ or {% must be in quotes, e.g. '
+                               'text: "{{ greeting }}，您好"')
+    return issue
+
+
 def parse_flow(text: str, source: str, name: str | None = None) -> ParsedFlow:
     """Parse and type-check one flow document; raises :class:`FlowError` with every issue found."""
     try:
@@ -749,8 +771,8 @@ def parse_flow(text: str, source: str, name: str | None = None) -> ParsedFlow:
     except (ValueError, OverflowError) as exc:  # a date that does not exist (2026-02-30)
         raise FlowError([_scalar_issue(text, source, exc)]) from None
     if root is None:
-        raise FlowError(issues or [SourceIssue(source, None, None, "", "the file is empty: a flow needs "
-                                                                       "'start' and 'nodes'")])
+        raise FlowError([_unquoted_template(text, issue) for issue in issues] or [
+            SourceIssue(source, None, None, "", "the file is empty: a flow needs 'start' and 'nodes'")])
     if not isinstance(data, dict):
         raise FlowError([locate((), f"expected a flow (a mapping with start and nodes), got {show_value(data)}",
                                 root, source, {})])

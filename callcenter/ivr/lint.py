@@ -187,14 +187,14 @@ def _cycles(edges: Mapping[str, list[str]], members: Sequence[str]) -> list[list
 
 
 def _cycle_path(edges: Mapping[str, list[str]], component: Sequence[str]) -> list[str]:
-    """A shortest cycle through the component's first node: [a, b, a]."""
+    """A shortest cycle through the component's first node: [a, b, a] (not a → a when there is more)."""
     first, allowed = component[0], set(component)
     parents: dict[str, str] = {}
     queue = deque([first])
     while queue:
         name = queue.popleft()
         for target in edges.get(name, []):
-            if target == first:
+            if target == first and (name != first or len(component) == 1):
                 path = [name]
                 while path[-1] != first:
                     path.append(parents[path[-1]])
@@ -262,15 +262,19 @@ def _button_values(tree: jinja_nodes.Node) -> Iterator[str]:
                 yield from strings(operand)
 
 
-def _yaml_node(root: yaml.Node, loc: Loc) -> yaml.Node | None:
+def _yaml_node(root: yaml.Node, loc: Loc, deepest: bool = False) -> yaml.Node | None:
+    """The YAML node at ``loc`` (or, with ``deepest``, the deepest node found on the way: what
+    :func:`~callcenter.yamlsource.locate` points at, e.g. the text of ``prompt: "..."`` for prompt.say)."""
     node: yaml.Node | None = root
     for part in loc:
+        child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in reversed(node.value) if getattr(k, "value", None) == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return None
+            child = next((v for k, v in reversed(node.value) if getattr(k, "value", None) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            return node if deepest else None
+        node = child
     return node
 
 
@@ -293,9 +297,9 @@ def _prompt_file_problem(flows_dir: Path, relative: str) -> tuple[str, str] | No
     path = flows_dir / relative
     try:
         stat = path.stat()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         hint = ""
-        if path.parent.is_dir():
+        if "\0" not in relative and path.parent.is_dir():
             names = [p.name for p in path.parent.iterdir() if p.is_file()]
             same = [n for n in names if n.lower() == path.name.lower()]
             close = same or difflib.get_close_matches(path.name, names, n=1)
@@ -367,8 +371,9 @@ class _Linter:
                 backwards.setdefault(target, []).append(name)
         leaving = _reachable(backwards, exits)
         for component in _cycles(edges, [n for n in members if n not in leaving]):
-            if component in spinning:
-                continue
+            inside = set(component)
+            if component in spinning or any(t not in inside for n in component for t in edges[n]):
+                continue  # report the loop the call ends up in, not every loop on the way to it
             path = " → ".join(_cycle_path(edges, component))
             self.add(("nodes", component[0]), f"loop without exit: {path} never reaches {_EXITS}",
                      "loop-without-exit", at_key=True)
@@ -377,6 +382,8 @@ class _Linter:
     def known_names(self) -> frozenset[str]:
         names = set(BUILTIN_NAMES) | set(_JINJA_GLOBALS) | set(self.env.extra_variables)
         for name, node in self.nodes.items():
+            if isinstance(node, d.RecordNode):
+                names.add("message_seconds")  # the length of the recorded message
             variables = list(node.variables) if isinstance(node, d.SetNode) else \
                 [node.variable] if isinstance(node, d.CollectNode) else []
             for variable in variables:
@@ -424,7 +431,7 @@ class _Linter:
     def add_at_line(self, loc: Loc, line: int, message: str, code: str) -> None:
         """An issue in a template: at its line when the text is a literal block (``|``) and the line is > 1."""
         issue = self.flow.issue(loc, message)
-        node = _yaml_node(self.flow.root, loc)
+        node = _yaml_node(self.flow.root, loc, deepest=True)
         if line > 1 and isinstance(node, yaml.ScalarNode) and node.style == "|":
             source_line = node.start_mark.line + line  # 0-based: the text starts on the line after "|"
             lines = self.flow.text.splitlines()
@@ -494,6 +501,13 @@ class _Linter:
                          at_key=True)
 
     def menus(self) -> None:
+        for number, line in enumerate(self.flow.text.splitlines(), 1):
+            match = re.match(r"^(\s*)#\s*:\s*([^\s#]+)\s*$", line)
+            if match and match[2] in self.nodes:
+                issue = SourceIssue(self.flow.source, number, len(match[1]) + 1, "",
+                                    f'# starts a comment in YAML, so the choice "#" → {match[2]} is ignored: write '
+                                    f'it in quotes ("#": {match[2]})')
+                self.issues.append(LintIssue(issue, "error", "menu-key"))
         for name, node in self.nodes.items():
             if not isinstance(node, d.MenuNode):
                 continue
@@ -595,6 +609,8 @@ def _variables(document: d.FlowDocument) -> set[str]:
             names |= set(node.variables)
         elif isinstance(node, d.CollectNode):
             names.add(node.variable)
+        elif isinstance(node, d.RecordNode):
+            names.add("message_seconds")
     return names
 
 
@@ -636,8 +652,9 @@ def lint_files(paths: Sequence[Path], env: LintEnvironment) -> dict[Path, list[L
                  for name, doc in documents.items()}
     shared = _shared_variables(documents, graph)
     for path, text in texts.items():
+        extra = env.extra_variables | shared.get(flow_of.get(path, path.stem), frozenset())
         flow_env = replace(env, flow_names=env.flow_names if env.flow_names is not None else frozenset(names),
-                           subflow_graph=graph, extra_variables=env.extra_variables | shared.get(flow_of.get(path, path.stem), frozenset()))
+                           subflow_graph=graph, extra_variables=extra)
         results[path] = lint_text(text, str(path), flow_env, name=path.stem)[1]
     return {path: results[path] for path in paths}
 

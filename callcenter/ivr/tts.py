@@ -18,14 +18,17 @@ Caching: key = (text, language, rate); in memory (bounded LRU) and on disk as ``
 bump the constant when :func:`speakable` or the audio processing changes.
 
 Threading: espeak-ng is one process-wide C library and pyttsx3 is not thread-safe. Every synthesis runs on the
-synthesizer's single worker thread, and the one pyttsx3 engine of the process (reused for every file: the
-espeak driver handles one ``save_to_file`` + ``runAndWait`` per file fine; creating a second engine would let
-the first one's finaliser unset espeak's callback) is guarded by a module lock, should two synthesizers exist.
-The WAV pyttsx3 writes (22050 Hz) is resampled to 8 kHz, and leading/trailing silence is cut to 100 ms.
+synthesizer's single worker thread, and the one pyttsx3 engine of the process is guarded by a module lock,
+should two synthesizers exist. The engine is reused for every file (one ``save_to_file`` + ``runAndWait`` each):
+a second engine's finaliser would unset espeak's callback under the first. pyttsx3 runs espeak in
+AUDIO_OUTPUT_RETRIEVAL mode (espeak's own thread, fed by a command queue), so the queue is drained around the
+property changes, or pyttsx3 may cancel a queued rate change (see :func:`_synthesize`). The WAV pyttsx3 writes
+(22050 Hz) is resampled to 8 kHz and leading/trailing silence is cut to 100 ms.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -66,22 +69,18 @@ _TOKEN = re.compile(
 _CMN_DIGITS = ("ling2", "yi1", "er4", "san1", "si4", "wu3", "liu4", "qi1", "ba1", "jiu3")
 _YUE_DIGITS = "零一二三四五六七八九"
 _SIGNS = {"cmn": {"#": "jing3", "*": "xing1"}, "yue": {"#": "井", "*": "星"}}
-_LETTERS = dict(zip("abcdefghijklmnopqrstuvwxyz", (
-    "ei1", "bi4", "xi1", "di4", "yi4", "ai2 fu1", "ji4", "ai2 qi1", "ai4", "zhei4", "kai4", "ai2 lu5", "ai2 mu5",
-    "en1", "ou1", "pi4", "kiu1", "a4 er5", "ai2 si1", "ti4", "you1", "wei1", "da2 bu5 liu5", "ai2 ke4 si1",
-    "wai4", "zei4"), strict=True))
+_LETTERS = dict(zip("abcdefghijklmnopqrstuvwxyz", (  # letter names as Chinese speakers say them, in pinyin
+    "ei1/bi4/xi1/di4/yi4/ai2 fu1/ji4/ai2 qi1/ai4/zhei4/kai4/ai2 lu5/ai2 mu5/en1/ou1/pi4/kiu1/a4 er5/ai2 si1/ti4/"
+    "you1/wei1/da2 bu5 liu5/ai2 ke4 si1/wai4/zei4").split("/"), strict=True))
 
 
 class TtsError(Exception):
     """A text that could not be spoken; the message names the (shortened) text and the reason."""
 
 
-def _short(text: str) -> str:
-    return repr(text if len(text) <= 30 else text[:29] + "…")
-
-
 def _error(text: str, language: str, reason: str) -> TtsError:
-    return TtsError(f"cannot say {_short(text)} in {language!r}: {reason}")
+    short = text if len(text) <= 30 else text[:29] + "…"
+    return TtsError(f"cannot say {short!r} in {language!r}: {reason}")
 
 
 def speakable(text: str, language: str) -> str:
@@ -127,16 +126,10 @@ def _number(token: str, cmn: bool) -> list[str]:
     return out
 
 
-# ------------------------------------------------------------------------------------- the one espeak engine
-
 _ENGINE_LOCK = threading.Lock()
 _engine: Any = None
 _espeak_sync: Any = None
 _engine_errors: list[BaseException] = []
-
-
-def _quiet_print(*args: object, **kwargs: object) -> None:
-    """pyttsx3's espeak driver prints "Audio saved to …" on stdout for every file; keep it out of the output."""
 
 
 def _get_engine() -> tuple[Any, Any]:
@@ -147,12 +140,19 @@ def _get_engine() -> tuple[Any, Any]:
         import pyttsx3.drivers._espeak as espeak_lib
         import pyttsx3.drivers.espeak as espeak_driver
 
-        espeak_driver.print = _quiet_print  # shadows the builtin inside that module only
+        espeak_driver.print = lambda *args, **kwargs: None  # its "Audio saved to …" on stdout, for every file
         engine = pyttsx3.init("espeak")  # kept for the life of the process (see the module docstring)
         engine.connect("error", lambda name=None, exception=None: _engine_errors.append(exception))
         engine.runAndWait()  # empty run: from now on setProperty applies at once instead of queueing
         _engine, _espeak_sync = engine, espeak_lib.dll.espeak_Synchronize
+        atexit.register(_release_engine)
     return _engine, _espeak_sync
+
+
+def _release_engine() -> None:
+    """Drop the engine while modules still exist: pyttsx3's finaliser fails noisily during interpreter teardown."""
+    global _engine
+    _engine = None
 
 
 def _synthesize(said: str, voice: str, rate: int) -> np.ndarray:
@@ -184,14 +184,6 @@ def _synthesize(said: str, voice: str, rate: int) -> np.ndarray:
     return audio[max(0, loud[0] - _KEEP_SILENCE) : loud[-1] + 1 + _KEEP_SILENCE]
 
 
-def _global_reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-# ------------------------------------------------------------------------------------- the synthesizer
-
 _Key = tuple[str, str, int]
 
 
@@ -214,7 +206,7 @@ class SpeechSynthesizer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts", initializer=self._started)
 
     def _started(self) -> None:
-        self._worker = threading.get_ident()
+        self._worker = threading.get_ident()  # render() called on the worker itself must not wait for it
 
     @property
     def stats(self) -> dict[str, int]:
@@ -292,7 +284,9 @@ class SpeechSynthesizer:
             return fail(Failure(exc))
         if future is None:
             return succeed(prompt)
-        reactor = self._reactor if self._reactor is not None else _global_reactor()
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
         deferred: Deferred[Prompt] = Deferred(lambda _d: future.cancel())
 
         def deliver(done: Future[Prompt]) -> None:
@@ -333,7 +327,7 @@ class SpeechSynthesizer:
             with self._lock:
                 self._stats["failures"] += 1
             reason = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
-            log.warning("ivr.tts.failed", language=language, text=_short(text), reason=reason)
+            log.warning("ivr.tts.failed", language=language, text=text[:30], reason=reason)
             raise _error(text, language, reason) from exc
         prompt = Prompt.from_pcm(audio, _name(key))
         self._write_disk(key, prompt.pcm)

@@ -70,12 +70,14 @@ class FileChange:
 
 @dataclass
 class _Known:
-    """What was last reported for a file that exists. ``signature`` None: re-read on the next scans."""
+    """What was last reported for a file that exists. ``signature`` None: read again on the next scan.
+    ``recheck``: read it at every scan even when its signature does not move (modified in the last moments,
+    so maybe again within the same mtime tick; or unreadable, maybe readable again)."""
 
     signature: Signature | None
     sha256: str | None
     error: str | None
-    racy: bool = False
+    recheck: bool = False
     misnamed: bool = False  # never a flow: its removal is not reported
 
 
@@ -224,11 +226,13 @@ class FlowWatcher:
     def _scan_present(self, path: Path, signature: Signature, listing: dict[Path, Signature],
                       now: float) -> FileChange | None:
         known = self._known.get(path)
+        if known is not None and known.misnamed and _name_error_in(path, listing) is None:
+            known.signature = None  # x.yml, refused while x.yaml existed: x.yaml is gone
         if known is not None and known.signature == signature:
             self._pending.pop(path, None)  # back as it was (a pending deletion is cancelled)
-            if not known.racy:
+            if not known.recheck:
                 return None
-            if self._racy_content_changed(path, known):
+            if self._content_changed(path, known):
                 known.signature = None  # changed within the same mtime tick: treat as a fresh change
             else:
                 return None
@@ -262,14 +266,18 @@ class FlowWatcher:
             return None  # never a flow: its removal is no news
         return FileChange(path, None, None)
 
-    def _racy_content_changed(self, path: Path, known: _Known) -> bool:
+    def _content_changed(self, path: Path, known: _Known) -> bool:
+        """Whether a file to recheck reads differently from what was reported (its signature is the same)."""
         try:
             data = path.read_bytes()
             stat = path.stat()
         except OSError:
-            return True
-        known.racy = time.time() - stat.st_mtime < RACY_SECONDS
-        return known.error is None and hashlib.sha256(_decode(data)[0].encode()).hexdigest() != known.sha256
+            return known.error is None  # an unreadable file still unreadable is no news
+        if known.error is not None:
+            return True  # readable again
+        known.recheck = _is_recent(stat.st_mtime_ns)
+        text, error = _decode(data)
+        return error is not None or hashlib.sha256(text.encode("utf-8")).hexdigest() != known.sha256
 
     def _list(self) -> dict[Path, Signature] | None:
         try:
@@ -298,7 +306,7 @@ class FlowWatcher:
               listing: dict[Path, Signature]) -> tuple[FileChange, _Known | None]:
         """Read ``path``: the change to report and what to remember, or ``(_, None)`` when the file moved
         during the read (it is then pending again with its new signature)."""
-        error = name_error(path.name, (p.name for p in listing if p != path))
+        error = _name_error_in(path, listing)
         if error is not None:
             return FileChange(path, None, None, error), _Known(signature, None, error, misnamed=True)
         try:
@@ -306,16 +314,24 @@ class FlowWatcher:
             after = _signature(path.stat())
         except OSError as exc:
             error = f"cannot read the file: {exc.strerror or exc}"
-            return FileChange(path, None, None, error), _Known(signature, None, error)
+            return FileChange(path, None, None, error), _Known(signature, None, error, recheck=True)
         if after != signature:
             self._pending[path] = _Pending(after, self._clock.seconds())
             return FileChange(path, None, None), None
         text, error = _decode(data)
-        racy = time.time() - after[0] / 1e9 < RACY_SECONDS
         if error is not None:
             return FileChange(path, None, None, error), _Known(signature, None, error)
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return FileChange(path, text, sha), _Known(signature, sha, None, racy)
+        return FileChange(path, text, sha), _Known(signature, sha, None, recheck=_is_recent(after[0]))
+
+
+def _name_error_in(path: Path, listing: dict[Path, Signature]) -> str | None:
+    return name_error(path.name, (other.name for other in listing if other != path))
+
+
+def _is_recent(mtime_ns: int) -> bool:
+    """Modified less than RACY_SECONDS ago by the wall clock (the clock file timestamps come from)."""
+    return time.time() - mtime_ns / 1e9 < RACY_SECONDS
 
 
 def _decode(data: bytes) -> tuple[str, str | None]:

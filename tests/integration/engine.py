@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TRUNK_HOST = "127.0.0.2"  # the "carrier" lives on a second loopback address: its calls need no login
 OPERATOR_PASSWORD = "operator-test-pw"
 RTP_PORTS = 160  # 80 simultaneous calls per test engine
+TTS_CACHE = Path(tempfile.gettempdir()) / "callcenter-tests-tts"
 
 
 @functools.cache
@@ -48,6 +50,9 @@ def base_config(data_dir: Path, sip_port: int, http_port: int, rtp_low: int, tru
         "recordings": {"root": str(data_dir / "recordings"), "record_calls": True},
         "media": {"address": "127.0.0.1", "rtp_port_min": rtp_low, "rtp_port_max": rtp_low + RTP_PORTS},
         "logging": {"level": "info", "format": "json"},
+        # No flows unless a test puts some in data_dir/../flows; rendered prompts are shared by all tests.
+        "flows": {"directory": str(data_dir.parent / "flows"), "watch_interval": 0.2, "tts_cache": str(TTS_CACHE)},
+        "directory": {"file": None},
         "accounts": [
             {"username": "1001", "password": "secret1001", "kind": "phone", "display_name": "Operator 1"},
             {"username": "1002", "password": "secret1002", "kind": "phone"},
@@ -91,6 +96,8 @@ class RunningEngine:
         self.trunk_port = free_port("udp", host=TRUNK_HOST)
         self.rtp_low = free_port_range(RTP_PORTS, "udp")
         self.config = base_config(tmp / "data", self.sip_port, self.http_port, self.rtp_low, self.trunk_port)
+        self.flows_dir = tmp / "flows"
+        self.flows_dir.mkdir(exist_ok=True)
         if tweak is not None:
             tweak(self.config)
         self.config_path = tmp / "callcenter.yaml"

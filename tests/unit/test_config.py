@@ -27,7 +27,10 @@ def test_default_file_loads():
     assert (trunk.name, trunk.host, trunk.port) == ("carrier", "127.0.0.2", 5080)
     assert "12349" in trunk.dids and "01012349" in trunk.dids
     actions = {route.number: route.action for route in config.routing.numbers}
-    assert actions == {"1000": "hold", "12349": "hold", "9196": "echo", "12345": "hold", "8000": "connect"}
+    assert actions["1000"] == "flow" and actions["9196"] == "echo" and actions["8000"] == "connect"
+    flows = {r.number: (r.flow, r.button) for r in config.routing.numbers if r.action == "flow"}
+    assert flows["12349"] == ("terminal", "emergency") and flows["1000"] == ("hotline", "hotline")
+    assert {q.name for q in config.queues} >= {"emergency", "hotline", "care_center", "care_station"}
     assert config.sip.realm == config.sip.domain == "callcenter.local"
 
 

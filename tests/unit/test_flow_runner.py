@@ -311,7 +311,10 @@ def test_greeting_and_language_choice():
         language: cmn
         start: s
         nodes:
-          s: {type: say, text: {cmn: "{{ greeting }}，{{ caller.title }}", yue: "{{ greeting }}，{{ caller.title }}"}, next: h}
+          s:
+            type: say
+            text: {cmn: "{{ greeting }}，{{ caller.title }}", yue: "{{ greeting }}，{{ caller.title }}"}
+            next: h
           h: {type: hangup}
     """
     morning = run(text)
