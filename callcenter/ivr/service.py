@@ -130,7 +130,7 @@ class FlowService:
                 self._watcher.start()
         else:
             log.warning("ivr.flows_dir.missing", directory=str(self.flows_dir))
-        self._poller = LoopingCall(lambda: ensureDeferred(self._poll_live()))
+        self._poller = LoopingCall(lambda: Deferred.fromFuture(asyncio.ensure_future(self._poll_live())))
         self._poller.clock = self.clock
         self._poller.start(max(2.0, self.config.flows.watch_interval * 2), now=False)
         log.info("ivr.started", flows={n: f.version for n, f in self.flows.items()})
@@ -211,8 +211,8 @@ class FlowService:
         live = self.flows.get(name)
         return live.label if live else None
 
-    def _on_file_change(self, change: FileChange) -> Deferred[None]:
-        return ensureDeferred(self._publish_file(change))
+    def _on_file_change(self, change: FileChange) -> Any:
+        return self._publish_file(change)  # a coroutine: the watcher runs it as an asyncio task
 
     async def _poll_live(self) -> None:
         """Pick up versions published or rolled back by another process (the CLI, another node)."""

@@ -51,8 +51,8 @@ class SipFlowCall:
     @property
     def _session(self) -> Any:
         session = self.call.caller_leg.media
-        if session is None or not self.call.active:
-            raise CancelledError()  # the call is gone: stop the flow
+        if session is None or not self.call.active or not self.service.media.is_open(session):
+            raise CancelledError()  # the call is gone (or going): stop the flow
         return session
 
     def ring(self) -> None:
@@ -66,6 +66,8 @@ class SipFlowCall:
         return ensureDeferred(self._play(utterance, barge_in))
 
     async def _play(self, utterance: Utterance, barge_in: bool) -> None:
+        if barge_in and self.service.media.pending_digits(self._session):
+            return  # the caller already answered this question (pressed a key during the previous prompt)
         prompt = await self.service.prompt_for(utterance, call_id=self.call_id)
         if prompt is None:
             return

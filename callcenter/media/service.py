@@ -147,6 +147,14 @@ class MediaService:
             leg.rtcp.stopListening()
         self.pool.release(session.port)
 
+    def is_open(self, session: RtpSession) -> bool:
+        return id(session) in self._legs
+
+    def pending_digits(self, session: RtpSession) -> int:
+        """Keys typed ahead (pressed while nobody was collecting) that the next collect will get first."""
+        leg = self._legs.get(id(session))
+        return len(leg.typeahead) if leg is not None else 0
+
     def _leg(self, session: RtpSession) -> _Leg:
         leg = self._legs.get(id(session))
         if leg is None:

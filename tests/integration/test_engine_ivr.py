@@ -144,8 +144,9 @@ def test_a_flow_changed_during_a_call_keeps_that_call_on_its_version(ivr_engine:
     call_a = welcome["call_id"]
     assert welcome["flow"] == "hotline v1"
     path = ivr_engine.flows_dir / "hotline.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace("      3: complaint", "      3: consult"),
-                    encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    assert text.count("    queue: complaint\n") == 1
+    path.write_text(text.replace("    queue: complaint\n", "    queue: hotline\n"), encoding="utf-8")
     ivr_engine.wait_for_event("ivr.flow.live", flow="hotline", version=2, timeout=20)
     assert first.running  # call A is still in its flow
     ivr_engine.wait_for_event("acd.call.queued", call_id=call_a, timeout=20)
@@ -155,7 +156,7 @@ def test_a_flow_changed_during_a_call_keeps_that_call_on_its_version(ivr_engine:
     second = call_menu(ivr_engine, sipp_factory, tmp_path, "3").run(timeout=40)
     assert second.successful == 1, str(second)
     (queued,) = [e for e in ivr_engine.find("acd.call.queued") if e["call_id"] != call_a]
-    assert queued["queue"] == "hotline"  # v2: 3 now goes to consult
+    assert queued["queue"] == "hotline"  # v2: complaints are taken by the hotline queue
     assert ivr_engine.find("ivr.node", call_id=queued["call_id"])[0]["flow"] == "hotline v2"
 
 
