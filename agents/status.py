@@ -31,6 +31,9 @@ def call_json(call: Any, now: float) -> dict[str, Any]:
         "emergency": call.emergency,
         "duration": round(max(0.0, now - call.started_at), 1),
         "answered": call.answered_at is not None,
+        "button": call.button,
+        "elder_id": call.elder_id,
+        "flow": call.flow_version,
     }
 
 
@@ -79,6 +82,15 @@ def status_snapshot(engine: Any) -> dict[str, Any]:
     counters["outbound"] = _counters(getattr(ua.outbound, "counters", None))
     counters["auth"] = _counters(ua.counters)
     counters["media"] = _counters(getattr(getattr(engine, "media", None), "stats", None))
+    flows = getattr(engine, "flows", None)
+    if flows is not None:
+        ivr = flows.status()
+        status["flows"] = ivr["flows"]
+        status["flows_refused"] = ivr["refused"]  # the problems of the last refused edit, per flow
+        status["queues"] = ivr["queues"]
+        counters["ivr"] = _counters(ivr["counters"])
+        for call in status["calls"]:  # the IVR path: the nodes the caller went through
+            call["ivr_path"] = [step.as_dict() for step in flows.paths.get(call["call_id"], [])]
     return status
 
 

@@ -53,6 +53,9 @@ def add_parser(sub: Any, config_arg: Any) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    from callcenter.logs import configure_logging
+
+    configure_logging("warning", "console", sys.stderr)  # the tools print their own report on stdout
     command = args.flows_command
     if command == "schema":
         print(json.dumps(flow_json_schema(), ensure_ascii=False, indent=2, sort_keys=True))

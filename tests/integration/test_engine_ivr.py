@@ -131,6 +131,8 @@ def test_sipp_caller_navigates_the_hotline_menu_into_the_right_queue(ivr_engine:
     assert nodes[:3] == ["answer", "welcome", "open_hours"] and "complaint" in nodes
     ivr_engine.wait_for_event("acd.call.left_queue", call_id=call_id, result="caller_hangup")
     ivr_engine.wait_for_event("call.ended", call_id=call_id)
+    code, status = ivr_engine.api("GET", "/api/status")
+    assert code == 200 and status["flows"]["hotline"]["version"] == 1 and status["counters"]["ivr"]["queued"] >= 0
 
     second = call_menu(ivr_engine, sipp_factory, tmp_path, "1").run(timeout=40)  # emergency
     assert second.successful == 1, str(second)
