@@ -149,11 +149,14 @@ class FlowService:
         names = set(self.flows)
         if self.flows_dir.is_dir():
             names |= {p.stem for p in self.flows_dir.glob("*.yaml")}
+        graph = {name: frozenset(n.flow for n in flow.document.nodes.values() if isinstance(n, d.SubflowNode))
+                 for name, flow in self.flows.items()}  # a publish must not close a subflow cycle
         return LintEnvironment(
             flows_dir=self.flows_dir,
             flow_names=frozenset(names),
             queues=frozenset(q.name for q in self.config.queues),
             trunks=frozenset(t.name for t in self.config.trunks),
+            subflow_graph=graph,
         )
 
     async def publish(self, name: str, text: str, *, source: str, author: str, origin: str,
