@@ -155,23 +155,7 @@ class Engine:
             handler.media_address = cfg.media.address
             handler.max_call_duration = cfg.engine.max_call_duration
         ua.inbound.max_calls = cfg.engine.max_calls
-        ua.inbound.routes = {
-            r.number: Route(
-                number=r.number,
-                name=r.name,
-                action=r.action,
-                max_duration=r.max_duration,
-                answer_after=r.answer_after,
-                target=r.target,
-                ring_timeout=r.ring_timeout,
-                emergency=r.emergency,
-                flow=r.flow,
-                button=r.button,
-                button_codes=dict(r.button_codes),
-                button_code_timeout=r.button_code_timeout,
-            )
-            for r in cfg.routing.numbers
-        }
+        ua.inbound.routes = {r.number: Route(**r.model_dump()) for r in cfg.routing.numbers}
         ua.observers.append(CallRecorder(self.cdr, self.bus, node=cfg.engine.node_name))
         self.queues = WaitingQueues(self.reactor, known=frozenset(q.name for q in cfg.queues))
         self.callbacks = CallbackTasks(self.db)

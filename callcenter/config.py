@@ -101,6 +101,13 @@ def _unique(values: list[Any], what: str) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _require_unique(items: list[Any], field: str, what: str, key: Any = None) -> None:
+    """Refuse a list whose items repeat ``field`` (compared through ``key``), pointing at each repeat."""
+    values = [getattr(item, field) for item in items]
+    if problems := _unique([key(v) for v in values] if key else values, what):
+        raise _invalid(problems=[(loc + (field,), text) for loc, text in problems])
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -455,8 +462,7 @@ class RoutingConfig(_Section):
     @field_validator("numbers")
     @classmethod
     def _unique_numbers(cls, value: list[RouteNumber]) -> list[RouteNumber]:
-        if problems := _unique([route.number for route in value], "number"):
-            raise _invalid(problems=[(loc + ("number",), text) for loc, text in problems])
+        _require_unique(value, "number", "number")
         return value
 
 
@@ -482,23 +488,20 @@ class Config(_Section):
     @field_validator("accounts")
     @classmethod
     def _unique_accounts(cls, value: list[AccountConfig]) -> list[AccountConfig]:
-        if problems := _unique([account.username for account in value], "username"):
-            raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
+        _require_unique(value, "username", "username")
         return value
 
     @field_validator("queues")
     @classmethod
     def _unique_queues(cls, value: list[QueueConfig]) -> list[QueueConfig]:
-        if problems := _unique([queue.name for queue in value], "queue name"):
-            raise _invalid(problems=[(loc + ("name",), text) for loc, text in problems])
+        _require_unique(value, "name", "queue name")
         return value
 
     @field_validator("users")
     @classmethod
     def _unique_users(cls, value: list[UserConfig]) -> list[UserConfig]:
         """Logins ignore case, so "Operator1" and "operator1" would be the same person."""
-        if problems := _unique([user.username.casefold() for user in value], "username"):
-            raise _invalid(problems=[(loc + ("username",), text) for loc, text in problems])
+        _require_unique(value, "username", "username", key=str.casefold)
         return value
 
     @field_validator("trunks")

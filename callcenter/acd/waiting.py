@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from callcenter.ivr.runner import QueueOutcome, QueueRequest
@@ -55,7 +55,7 @@ class WaitingQueues:
         (with the call removed) when the caller hangs up."""
         if self.known and request.queue not in self.known:
             log.error("acd.queue.unknown", call_id=call_id, queue=request.queue)
-            return Deferred.fromCoroutine(_refused(f"no queue named {request.queue!r}"))
+            return succeed(QueueOutcome("refused", f"no queue named {request.queue!r}"))
         if call_id in self.by_call:
             self.leave(call_id, "requeued")
         outcome: Deferred[QueueOutcome] = Deferred(lambda _: self.leave(call_id, "caller_hangup", fire=False))
@@ -107,7 +107,3 @@ class WaitingQueues:
                     "flow": e.request.flow} for e in line]
             for name, line in self.waiting.items()
         }
-
-
-async def _refused(detail: str) -> QueueOutcome:
-    return QueueOutcome("refused", detail)

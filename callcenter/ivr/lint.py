@@ -1,6 +1,6 @@
 """Whole-document checks of IVR flows, run before a flow goes live.
 
-:func:`callcenter.ivr.document.parse_flow` checks each value on its own (types, shapes); this module checks the
+:func:`callcenter.ivr.parsing.parse_flow` checks each value on its own (types, shapes); this module checks the
 document as a whole and against its surroundings: transitions name existing nodes, every node can be reached,
 no loop traps the caller (or spins without waiting), templates compile and only use names that exist, prompt
 files are WAVs that decode, queues / flows / trunks exist, subflows do not call themselves. Every problem is a
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -54,6 +53,7 @@ from jinja2 import nodes as jinja_nodes
 from jinja2.defaults import DEFAULT_NAMESPACE
 
 from callcenter.ivr import document as d
+from callcenter.ivr import graph as g
 from callcenter.ivr.context import (
     BUILTIN_NAMES,
     BUTTONS,
@@ -63,6 +63,7 @@ from callcenter.ivr.context import (
     parse_template,
     references,
 )
+from callcenter.ivr.parsing import FlowError, ParsedFlow, parse_flow
 from callcenter.yamlsource import Loc, SourceIssue
 
 Severity = Literal["error", "warning"]
@@ -121,88 +122,6 @@ def _did_you_mean(word: str, choices: Iterable[str], what: str) -> str:
         return f" (no {what} are configured)"
     shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
     return f" ({what}: {shown})"
-
-
-# -- the graph -------------------------------------------------------------------------------------------
-def _edges(nodes: Mapping[str, Any]) -> dict[str, list[str]]:
-    return {name: list(dict.fromkeys(t for _, t in node.transitions() if t in nodes)) for name, node in nodes.items()}
-
-
-def _reachable(edges: Mapping[str, list[str]], start: Iterable[str]) -> set[str]:
-    seen = set(start)
-    queue = deque(seen)
-    while queue:
-        for target in edges.get(queue.popleft(), []):
-            if target not in seen:
-                seen.add(target)
-                queue.append(target)
-    return seen
-
-
-def _cycles(edges: Mapping[str, list[str]], members: Sequence[str]) -> list[list[str]]:
-    """Strongly connected components of the subgraph ``members`` that contain a cycle, in ``members`` order."""
-    allowed = set(members)
-    order = {name: index for index, name in enumerate(members)}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    for root in members:  # iterative Tarjan
-        if root in index:
-            continue
-        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, [])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            name, targets = work[-1]
-            for target in targets:
-                if target not in allowed:
-                    continue
-                if target not in index:
-                    index[target] = low[target] = len(index)
-                    stack.append(target)
-                    on_stack.add(target)
-                    work.append((target, iter(edges.get(target, []))))
-                    break
-                if target in on_stack:
-                    low[name] = min(low[name], index[target])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[name])
-                if low[name] == index[name]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == name:
-                            break
-                    if len(component) > 1 or name in edges.get(name, []):
-                        found.append(sorted(component, key=order.__getitem__))
-    return sorted(found, key=lambda component: order[component[0]])
-
-
-def _cycle_path(edges: Mapping[str, list[str]], component: Sequence[str]) -> list[str]:
-    """A shortest cycle through the component's first node: [a, b, a] (not a → a when there is more)."""
-    first, allowed = component[0], set(component)
-    parents: dict[str, str] = {}
-    queue = deque([first])
-    while queue:
-        name = queue.popleft()
-        for target in edges.get(name, []):
-            if target == first and (name != first or len(component) == 1):
-                path = [name]
-                while path[-1] != first:
-                    path.append(parents[path[-1]])
-                return [*reversed(path), first]
-            if target in allowed and target not in parents:
-                parents[target] = name
-                queue.append(target)
-    return [first, first]
 
 
 # -- templates -------------------------------------------------------------------------------------------
@@ -317,7 +236,7 @@ def _prompt_file_problem(flows_dir: Path, relative: str) -> tuple[str, str] | No
 # -- the checks ------------------------------------------------------------------------------------------
 @dataclass
 class _Linter:
-    flow: d.ParsedFlow
+    flow: ParsedFlow
     env: LintEnvironment
     issues: list[LintIssue] = field(default_factory=list)
 
@@ -350,17 +269,17 @@ class _Linter:
                                                     f"{_did_you_mean(target, nodes, 'nodes')}", "dangling-transition")
         if document.start not in nodes:
             return
-        edges = _edges(nodes)
-        reachable = _reachable(edges, [document.start])
+        edges = g.edges(nodes)
+        reachable = g.reachable(edges, [document.start])
         for name in nodes:
             if name not in reachable:
                 self.add(("nodes", name), f"unreachable node: nothing leads to '{name}' from start "
                                           f"'{document.start}', so it never runs", "unreachable-node", at_key=True)
         members = [name for name in nodes if name in reachable]
         spinning: list[list[str]] = []
-        for component in _cycles(edges, [n for n in members if isinstance(nodes[n], _NOT_WAITING)]):
+        for component in g.cycles(edges, [n for n in members if isinstance(nodes[n], _NOT_WAITING)]):
             spinning.append(component)
-            path = " → ".join(_cycle_path(edges, component))
+            path = " → ".join(g.cycle_path(edges, component))
             self.add(("nodes", component[0]), f"loop that never waits for the caller: {path} only sets "
                                               "variables and tests conditions, the call would spin (put a menu, "
                                               "say or play node in the loop)", "loop-never-waits", at_key=True)
@@ -369,12 +288,12 @@ class _Linter:
         for name, targets in edges.items():
             for target in targets:
                 backwards.setdefault(target, []).append(name)
-        leaving = _reachable(backwards, exits)
-        for component in _cycles(edges, [n for n in members if n not in leaving]):
+        leaving = g.reachable(backwards, exits)
+        for component in g.cycles(edges, [n for n in members if n not in leaving]):
             inside = set(component)
             if component in spinning or any(t not in inside for n in component for t in edges[n]):
                 continue  # report the loop the call ends up in, not every loop on the way to it
-            path = " → ".join(_cycle_path(edges, component))
+            path = " → ".join(g.cycle_path(edges, component))
             self.add(("nodes", component[0]), f"loop without exit: {path} never reaches {_EXITS}",
                      "loop-without-exit", at_key=True)
 
@@ -484,7 +403,7 @@ class _Linter:
         graph[self.flow.name] = own
         for name, node in self.nodes.items():
             if isinstance(node, d.SubflowNode):
-                path = _path(graph, node.flow, self.flow.name)
+                path = g.shortest_path(graph, node.flow, self.flow.name)
                 if path is not None:
                     self.add(("nodes", name, "flow"), f"recursive subflow: {' → '.join([self.flow.name, *path])}: "
                                                       "a flow cannot run itself as a subflow (the calls would never "
@@ -533,31 +452,13 @@ def _template_line(message: str) -> int:
     return int(match[1]) if match else 1
 
 
-def _at(flow: d.ParsedFlow, node: yaml.Node, loc: Loc, message: str) -> SourceIssue:
+def _at(flow: ParsedFlow, node: yaml.Node, loc: Loc, message: str) -> SourceIssue:
     issue = flow.issue(loc, message)
     return replace(issue, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
 
 
-def _path(graph: Mapping[str, frozenset[str]], start: str, goal: str) -> list[str] | None:
-    """A shortest path start → ... → goal through the graph, or None."""
-    parents: dict[str, str | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        name = queue.popleft()
-        if name == goal:
-            path = [name]
-            while (parent := parents[path[-1]]) is not None:
-                path.append(parent)
-            return list(reversed(path))
-        for target in sorted(graph.get(name, ())):
-            if target not in parents:
-                parents[target] = name
-                queue.append(target)
-    return None
-
-
 # -- entry points ----------------------------------------------------------------------------------------
-def lint_parsed(flow: d.ParsedFlow, env: LintEnvironment) -> list[LintIssue]:
+def lint_parsed(flow: ParsedFlow, env: LintEnvironment) -> list[LintIssue]:
     """Every whole-document problem of a parsed flow, sorted by position."""
     return _Linter(flow, env).run()
 
@@ -568,12 +469,12 @@ def _parse_code(issue: SourceIssue) -> str:
 
 
 def lint_text(text: str, source: str, env: LintEnvironment,
-              name: str | None = None) -> tuple[d.ParsedFlow | None, list[LintIssue]]:
+              name: str | None = None) -> tuple[ParsedFlow | None, list[LintIssue]]:
     """Parse and lint one flow text. ``name`` is the flow's name (its file name without .yaml): a ``flow:``
     key that disagrees with it is an error. The flow is None when it cannot be parsed."""
     try:
-        parsed = d.parse_flow(text, source, name)
-    except d.FlowError as exc:
+        parsed = parse_flow(text, source, name)
+    except FlowError as exc:
         return None, sorted((LintIssue(i, "error", _parse_code(i)) for i in exc.issues), key=_sort_key)
     issues = lint_parsed(parsed, env)
     declared = parsed.document.flow
@@ -640,8 +541,8 @@ def lint_files(paths: Sequence[Path], env: LintEnvironment) -> dict[Path, list[L
         if text is None:
             text, _ = _read(path)
         try:
-            parsed = d.parse_flow(text or "", str(path), path.stem)
-        except d.FlowError:
+            parsed = parse_flow(text or "", str(path), path.stem)
+        except FlowError:
             continue
         documents.setdefault(parsed.name, parsed.document)
         flow_of[path] = parsed.name
@@ -669,7 +570,7 @@ def _shared_variables(documents: Mapping[str, d.FlowDocument],
             neighbours.setdefault(callee, set()).add(caller)
     out: dict[str, frozenset[str]] = {}
     for name in documents:
-        group = _reachable({k: sorted(v) for k, v in neighbours.items()}, [name])
-        out[name] = frozenset().union(*(_variables(documents[g]) for g in group if g in documents))
+        group = g.reachable({k: sorted(v) for k, v in neighbours.items()}, [name])
+        out[name] = frozenset().union(*(_variables(documents[member]) for member in group if member in documents))
     return out
 

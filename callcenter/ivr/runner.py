@@ -389,9 +389,10 @@ class FlowRunner:
         request = self._queue_request(flow, name, node.queue, node.priority, node.level, node.skills,
                                       node.max_wait, node.announcements)
         outcome = await self.call.enqueue(request)
-        if outcome.result == "timeout" and node.on_timeout:
-            self._step(flow, name, node, "max wait reached")
+        if outcome.result in ("timeout", "refused") and node.on_timeout:
+            self._step(flow, name, node, "max wait reached" if outcome.result == "timeout" else outcome.detail)
             return node.on_timeout
+        _check_queued(node.queue, outcome)
         raise _Exit("queued", f"{node.queue}: {outcome.result}")
 
     async def _node_transfer(self, flow: CompiledFlow, name: str, node: d.TransferNode) -> str:
@@ -407,6 +408,7 @@ class FlowRunner:
             await self._ensure_answered(flow)
             outcome = await self.call.enqueue(self._queue_request(flow, name, node.queue, node.priority, 5, {},
                                                                   None, None))
+            _check_queued(node.queue, outcome)
             raise _Exit("queued", f"{node.queue}: {outcome.result}")
         assert node.number is not None
         try:
@@ -480,6 +482,12 @@ class FlowRunner:
         self._step(flow, name, node, node.reason or "")
         self.call.hangup(node.reason or "flow ended")
         raise _Exit("hangup", node.reason or "")
+
+
+def _check_queued(queue: str, outcome: QueueOutcome) -> None:
+    """A queue that refused the call (it no longer exists) must not leave the caller with music for ever."""
+    if outcome.result == "refused":
+        raise FlowRuntimeError(f"queue {queue!r} refused the call: {outcome.detail}")
 
 
 def hours_state(node: d.HoursNode, now: dt.datetime) -> str:

@@ -32,7 +32,7 @@ from callcenter.ivr import document as d
 from callcenter.ivr.context import CallerProfile, CallFacts, FlowContext, is_template
 from callcenter.ivr.lint import LintEnvironment, LintIssue, lint_text
 from callcenter.ivr.messages import bilingual
-from callcenter.ivr.runner import CompiledFlow, FlowResult, FlowRunner, Step, Utterance
+from callcenter.ivr.runner import CompiledFlow, FlowResult, FlowRunner, QueueRequest, Step, Utterance
 from callcenter.ivr.session import SipFlowCall, load_prompt_file
 from callcenter.ivr.tts import SpeechSynthesizer, TtsError
 from callcenter.ivr.versions import FlowStore, FlowVersion
@@ -92,7 +92,7 @@ class FlowService:
     callbacks: Any  # callcenter.acd.callbacks.CallbackTasks
     recordings_root: Path
     flows: Mapping[str, CompiledFlow] = field(default_factory=dict)
-    running: dict[str, FlowRunner] = field(default_factory=dict)
+    running: dict[str, FlowRunner | _Starting] = field(default_factory=dict)  # what to cancel when a call ends
     paths: dict[str, list[Step]] = field(default_factory=dict)
     refused: dict[str, list[str]] = field(default_factory=dict)  # flow -> messages of the last refusal
     counters: dict[str, int] = field(default_factory=lambda: {"started": 0, "queued": 0, "transferred": 0,
@@ -276,19 +276,38 @@ class FlowService:
     def start_call(self, call: Call, flow_name: str, *, button: str | None,
                    answer: Callable[[], Deferred[None]], ring: Callable[[], None],
                    button_codes: Mapping[str, str] | None = None, button_code_timeout: float = 1.5) -> bool:
-        """Run ``flow_name`` for a new inbound call; False when no such flow is live (the caller is refused).
-        With ``button_codes`` the call is answered first and the terminal's DTMF code names the button."""
+        """Run ``flow_name`` for a new inbound call. With ``button_codes`` the call is answered first and the
+        terminal's DTMF code names the button. When the flow is not live, an emergency call goes straight to the
+        emergency queue; any other call is refused (False)."""
         if flow_name not in self.flows:
             log.error("ivr.flow.not_live", call_id=call.call_id, flow=flow_name, refused=self.refused.get(flow_name))
-            return False
-        flows = self.flows  # pinned now: a publish during the call changes nothing for it
-        call.flow_version = flows[flow_name].label
-        self.counters["started"] += 1
-        starting = ensureDeferred(self._begin(call, flows, flow_name, button, answer, ring, button_codes or {},
-                                              button_code_timeout))
+            if not self._can_fall_back(call):
+                return False
+            starting = ensureDeferred(self._emergency_fallback(call, answer, f"flow {flow_name!r} is not live"))
+        else:
+            flows = self.flows  # pinned now: a publish during the call changes nothing for it
+            call.flow_version = flows[flow_name].label
+            self.counters["started"] += 1
+            starting = ensureDeferred(self._begin(call, flows, flow_name, button, answer, ring, button_codes or {},
+                                                  button_code_timeout))
         starting.addErrback(lambda failure: failure.trap(CancelledError))
-        self.running[call.call_id] = _Starting(starting)  # type: ignore[assignment]
+        self.running[call.call_id] = _Starting(starting)
         return True
+
+    def _can_fall_back(self, call: Call) -> bool:
+        return call.emergency and "emergency" in self.queues.known
+
+    async def _emergency_fallback(self, call: Call, answer: Callable[[], Deferred[None]], reason: str) -> None:
+        """An emergency never meets a broken or missing flow: answer it and queue it with the operators."""
+        log.error("ivr.emergency.fallback", call_id=call.call_id, reason=reason)
+        if call.active:
+            await answer()
+        session = call.caller_leg.media
+        if not call.active or session is None:
+            return
+        self.media.music_on_hold(session)
+        self.queues.enqueue(call.call_id, call.caller_number,
+                            QueueRequest("emergency", "emergency", 9, {}, None, None, "(fallback)", reason))
 
     async def _begin(self, call: Call, flows: Mapping[str, CompiledFlow], flow_name: str, button: str | None,
                      answer: Callable[[], Deferred[None]], ring: Callable[[], None], codes: Mapping[str, str],
@@ -315,23 +334,18 @@ class FlowService:
         runner = FlowRunner(SipFlowCall(self, call, answer, ring), flows, flow_name, context, clock=self.clock,
                             max_steps=self.config.flows.max_steps, on_step=steps.append)
         self.running[call.call_id] = runner
-        runner.run().addCallback(lambda result: self._finished(call, result))
+        runner.run().addCallback(lambda result: self._finished(call, result, answer))
 
-    def _finished(self, call: Call, result: FlowResult) -> None:
+    def _finished(self, call: Call, result: FlowResult, answer: Callable[[], Deferred[None]]) -> None:
         self.running.pop(call.call_id, None)
         self.counters[result.outcome] = self.counters.get(result.outcome, 0) + 1
         log.info("ivr.flow.finished", call_id=call.call_id, outcome=result.outcome, detail=result.detail,
                  steps=len(result.steps))
         if result.outcome == "error" and call.active:
-            if call.emergency and "emergency" in {q.name for q in self.config.queues}:
-                # A broken flow must never drop an emergency: queue it where the operators are.
-                from callcenter.ivr.runner import QueueRequest
-
-                session = call.caller_leg.media
-                if session is not None:
-                    self.media.music_on_hold(session)
-                self.queues.enqueue(call.call_id, call.caller_number,
-                                    QueueRequest("emergency", "emergency", 9, {}, None, None, "(fallback)", "error"))
+            if self._can_fall_back(call):
+                fallback = ensureDeferred(self._emergency_fallback(call, answer, result.detail))
+                fallback.addErrback(lambda failure: failure.trap(CancelledError))
+                self.running[call.call_id] = _Starting(fallback)
             else:
                 self.hangup(call, EndReason.FAILED)
 

@@ -100,10 +100,10 @@ class SipFlowCall:
         media.start_message(session, path)
         started = self.service.clock.seconds()
         try:
-            # Digits end the message only when they are terminators; silence does not (elders pause).
-            await media.collect_digits(session, max_digits=32, timeout=max_seconds,
-                                       inter_digit_timeout=max_seconds, terminators=terminators or "#",
-                                       flush=True)
+            # The terminator key (if the node has one), hanging up or max_seconds ends the message; silence does
+            # not (elders pause), nor do other keys.
+            await media.collect_digits(session, max_digits=64, timeout=max_seconds, inter_digit_timeout=max_seconds,
+                                       terminators=terminators, flush=True)
         finally:
             info = media.stop_message(session) if self.call.active else None
             seconds = info.seconds if info else self.service.clock.seconds() - started

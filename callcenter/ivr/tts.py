@@ -156,7 +156,28 @@ def _release_engine() -> None:
 
 
 def _synthesize(said: str, voice: str, rate: int) -> np.ndarray:
-    """espeak-ng through pyttsx3 → float samples at 8 kHz, silence trimmed. Raises ValueError with a reason."""
+    """espeak-ng through pyttsx3 → float samples at 8 kHz, silence trimmed. Raises ValueError with a reason.
+
+    Rarely (seen once in eight runs of the TTS and flow tests, never in 600 renders in a row) pyttsx3 returns
+    from runAndWait with an empty WAV: that is tried again, twice at most, before it counts as a failure."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _synthesize_once(said, voice, rate)
+        except _NoAudio as exc:
+            if attempt == _ATTEMPTS:
+                raise ValueError(str(exc)) from None
+            log.warning("ivr.tts.retry", voice=voice, chars=len(said), attempt=attempt, reason=str(exc))
+    raise AssertionError("unreachable")
+
+
+class _NoAudio(Exception):
+    """pyttsx3 wrote no audio (a transient espeak/pyttsx3 hiccup)."""
+
+
+_ATTEMPTS = 3
+
+
+def _synthesize_once(said: str, voice: str, rate: int) -> np.ndarray:
     with _ENGINE_LOCK, tempfile.TemporaryDirectory(prefix="callcenter-tts-") as tmp:
         engine, wait_for_espeak = _get_engine()
         _engine_errors.clear()
@@ -174,8 +195,8 @@ def _synthesize(said: str, voice: str, rate: int) -> np.ndarray:
             raise ValueError(f"pyttsx3: {_engine_errors[0]}")
         if engine.getProperty("voice") != voice.lower():
             raise ValueError(f"espeak-ng voice {voice} is not available")
-        if not wav.exists():
-            raise ValueError("pyttsx3 wrote no audio file")
+        if not wav.exists() or wav.stat().st_size <= 44:  # nothing after the WAV header
+            raise _NoAudio("pyttsx3 wrote no audio")
         audio, wav_rate = read_wav(wav)
     audio = resample(audio, wav_rate, RATE)
     loud = np.flatnonzero(np.abs(audio) > _SILENCE)

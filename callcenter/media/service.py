@@ -186,8 +186,8 @@ class MediaService:
     def _sync_recordings(self) -> None:
         """fsync every open recording in a worker thread (the files stay valid WAVs on disk at each flush
         anyway; this bounds what a machine crash, not a process crash, can lose)."""
-        fds = [fd for leg in self._legs.values() if leg.tap is not None
-               for fd in [leg.tap.recorder.duplicate_fd()] if fd is not None]
+        fds = [fd for leg in self._legs.values() for tap in (leg.tap, leg.message_tap) if tap is not None
+               for fd in [tap.recorder.duplicate_fd()] if fd is not None]
         if fds:
             self.reactor.callInThread(_fsync_and_close, fds)
 
@@ -373,26 +373,11 @@ class MediaService:
         while path.exists():  # recording again within the same second (the recorder never overwrites)
             n += 1
             path = first.with_name(f"{first.stem}-{n}{first.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # fsync never runs in the media tick (it can block for tens of ms): the service syncs every
-        # recording from a thread every FSYNC_INTERVAL (see _sync_recordings).
-        recorder = StereoRecorder(path, fsync_interval_seconds=None)
-        leg.tap = RecordingTap(caller, recorder)
-        self.clock.after_tick.append(leg.tap.after_tick)
-        log.info("media.recording.started", call_id=caller.call_id, path=str(path))
+        leg.tap = self._open_tap(caller, path, "media.recording.started")
         return path
 
     def stop_recording(self, caller: RtpSession) -> RecordingInfo | None:
-        leg = self._legs.get(id(caller))
-        tap = leg.tap if leg is not None else None
-        if tap is None or leg is None:
-            return None
-        if tap.after_tick in self.clock.after_tick:
-            self.clock.after_tick.remove(tap.after_tick)
-        leg.tap = None
-        info: RecordingInfo = tap.recorder.close()
-        log.info("media.recording.finished", call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
-        return info
+        return self._close_tap(caller, "tap", "media.recording.finished")
 
     def start_message(self, caller: RtpSession, path: Path) -> None:
         """Record a message the caller leaves (voicemail) into ``path``: caller left, what they hear (the
@@ -400,21 +385,30 @@ class MediaService:
         leg = self._leg(caller)
         if leg.message_tap is not None:
             raise RuntimeError(f"call {caller.call_id} is already recording a message")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        leg.message_tap = RecordingTap(caller, StereoRecorder(path, fsync_interval_seconds=None))
-        self.clock.after_tick.append(leg.message_tap.after_tick)
-        log.info("media.message.started", call_id=caller.call_id, path=str(path))
+        leg.message_tap = self._open_tap(caller, path, "media.message.started")
 
     def stop_message(self, caller: RtpSession) -> RecordingInfo | None:
+        return self._close_tap(caller, "message_tap", "media.message.finished")
+
+    def _open_tap(self, caller: RtpSession, path: Path, event: str) -> RecordingTap:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # fsync never runs in the media tick (it can block for tens of ms): the service syncs every
+        # recording from a thread every FSYNC_INTERVAL (see _sync_recordings).
+        tap = RecordingTap(caller, StereoRecorder(path, fsync_interval_seconds=None))
+        self.clock.after_tick.append(tap.after_tick)
+        log.info(event, call_id=caller.call_id, path=str(path))
+        return tap
+
+    def _close_tap(self, caller: RtpSession, attribute: str, event: str) -> RecordingInfo | None:
         leg = self._legs.get(id(caller))
-        tap = leg.message_tap if leg is not None else None
-        if tap is None or leg is None:
+        tap: RecordingTap | None = getattr(leg, attribute) if leg is not None else None
+        if tap is None:
             return None
         if tap.after_tick in self.clock.after_tick:
             self.clock.after_tick.remove(tap.after_tick)
-        leg.message_tap = None
+        setattr(leg, attribute, None)
         info: RecordingInfo = tap.recorder.close()
-        log.info("media.message.finished", call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
+        log.info(event, call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
         return info
 
     # -- observability -------------------------------------------------------------------------------------

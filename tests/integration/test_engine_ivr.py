@@ -179,3 +179,22 @@ def test_a_broken_flow_file_is_refused_and_calls_keep_working(ivr_engine: Runnin
     (queued,) = ivr_engine.wait_for_event("acd.call.queued")
     assert queued["queue"] == "complaint"
     assert ivr_engine.find("ivr.node", call_id=queued["call_id"])[0]["flow"] == "hotline v1"
+
+
+def test_an_emergency_whose_flow_is_not_live_still_reaches_the_emergency_queue(engine_factory, sipp_factory) -> None:
+    def missing_flow(config: dict[str, Any]) -> None:
+        config["queues"] = QUEUES
+        for route in config["routing"]["numbers"]:
+            if route["number"] == "12349":
+                route.update({"action": "flow", "flow": "terminal", "button": "emergency"})
+
+    engine = engine_factory(missing_flow)  # no terminal.yaml in its flows folder
+    engine.wait_for_event("ivr.started", timeout=60)
+    sipp = sipp_factory("uac", target=engine.sip_target, service="12349", local_ip=TRUNK_HOST, max_calls=1,
+                        timeout=30, recv_timeout=15)
+    assert sipp.run(timeout=40).successful == 1
+    (offered,) = engine.wait_for_event("call.offered", dialled="12349")
+    engine.wait_for_event("ivr.emergency.fallback", call_id=offered["call_id"])
+    (queued,) = engine.wait_for_event("acd.call.queued", call_id=offered["call_id"])
+    assert (queued["queue"], queued["priority"]) == ("emergency", "emergency")
+    assert not engine.find("call.rejected", call_id=offered["call_id"])

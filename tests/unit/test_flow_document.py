@@ -6,7 +6,6 @@ import pytest
 
 from callcenter.ivr.document import (
     CallbackNode,
-    FlowError,
     HoursNode,
     MenuNode,
     PlayPrompt,
@@ -14,10 +13,10 @@ from callcenter.ivr.document import (
     SayNode,
     SayPrompt,
     SetNode,
-    parse_flow,
     parse_ranges,
 )
 from callcenter.ivr.messages import translate
+from callcenter.ivr.parsing import FlowError, parse_flow
 
 HAPPY = """\
 description: 测试

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from callcenter.ivr.document import PlayPrompt, parse_flow
+from callcenter.ivr.document import PlayPrompt
 from callcenter.ivr.lint import LintEnvironment, LintIssue, flow_json_schema, lint_files, lint_parsed, lint_text
 from callcenter.ivr.messages import FALLBACK, bilingual, chinese, translate
+from callcenter.ivr.parsing import parse_flow
 from callcenter.yamlsource import SourceIssue
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from callcenter.ivr.context import CallerProfile, CallFacts, FlowContext
-from callcenter.ivr.document import parse_flow
+from callcenter.ivr.parsing import parse_flow
 from callcenter.ivr.runner import CompiledFlow, FlowRunner, hours_state
 from callcenter.ivr.simulator import ScriptedCall, simulate
 
@@ -328,3 +328,10 @@ def test_values_from_the_caller_are_escaped_in_the_path_but_spoken_as_they_are()
     text = "start: s\nnodes:\n  s: {type: say, text: '{{ caller.name }}', next: h}\n  h: {type: hangup}\n"
     sim = run(text, caller=CallerProfile(known=True, name="<李&王>"))
     assert kinds(sim, "say") == ["<李&王>"]
+
+
+def test_a_queue_that_refuses_the_call_never_leaves_the_caller_waiting():
+    text = "start: q\nnodes:\n  q: {type: queue, queue: gone, on_timeout: other}\n  other: {type: queue, queue: b}\n"
+    sim = run(text, queue_result="refused")
+    assert [q.queue for q in sim.call.queued] == ["gone", "b"]  # on to on_timeout; b refuses too:
+    assert sim.result.outcome == "error" and "refused" in sim.result.detail  # the engine's fallback takes over
