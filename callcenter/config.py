@@ -316,6 +316,14 @@ class AccountConfig(_Section):
     kind: Literal["phone", "terminal"] = "phone"
     display_name: str | None = None
     max_bindings: int = Field(5, ge=1, le=100)
+    contact: str | None = None  # a phone at a fixed address that never registers: "sip:1001@10.0.0.5:5060"
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^sip:[^@\s]+@[^\s]+$", value):
+            raise _invalid(f'expected a SIP URI like "sip:1001@10.0.0.5:5060", got {_show(value)}')
+        return value
 
     @model_validator(mode="after")
     def _has_secret(self) -> Self:
@@ -434,9 +442,71 @@ class QueueConfig(_Section):
 
     name: Name
     display_name: str | None = None
+    strategy: Literal["longest_idle", "round_robin", "fewest_calls", "ring_all"] = "longest_idle"
+    skills: dict[str, int] = Field(default_factory=dict)  # every operator needs these (skill → minimum level)
+    priority: int = Field(0, ge=0, le=9)  # between queues: calls of a higher one come first within a class
     service_level: float = Field(20.0, gt=0, le=3600)  # seconds: answered within this counts as in service
-    max_wait: float | None = Field(None, gt=0)  # then the overflow (None: wait until answered)
+    max_wait: float | None = Field(None, gt=0)  # then the overflow
+    overflow: str | None = None  # "queue:NAME" | "voicemail" | "callback" (none: keep waiting)
+    aging: float | None = Field(None, ge=5, le=3600)  # seconds per level a waiting call gains (never a class)
+    rejoin_window: float = Field(120.0, ge=0, le=3600)  # a caller who calls back within this keeps the place
+    announce_position: bool = False  # "you are number 3 in line"
+    announce_wait: bool = False  # "about 2 minutes"
+    announce_every: float = Field(60.0, ge=15, le=600)
     music: bool = True
+
+    @field_validator("skills")
+    @classmethod
+    def _levels(cls, value: dict[str, int]) -> dict[str, int]:
+        problems = [((skill,), f"a skill level is 1 to 9, got {level}") for skill, level in value.items()
+                    if not 1 <= level <= 9]
+        if problems:
+            raise _invalid(problems=problems)
+        return value
+
+    @field_validator("overflow")
+    @classmethod
+    def _overflow(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("voicemail", "callback") and not re.match(r"^queue:\S+$", value):
+            raise _invalid('overflow is "queue:NAME", "voicemail" or "callback"')
+        return value
+
+
+class OperatorConfig(_Section):
+    """An operator (坐席): the desk phone that rings, the desktop login, skills and queues."""
+
+    name: Name
+    display_name: str | None = None
+    phone: SipUser | None = None  # the SIP account of the desk phone
+    user: Name | None = None  # the desktop login (users[].username)
+    skills: dict[str, int] = Field(default_factory=dict)  # skill → level 1-9, e.g. {cmn: 9, yue: 5, nurse: 7}
+    queues: dict[str, int] = Field(default_factory=dict)  # queue → weight 1-100 (higher: preferred)
+    wrap_up: float = Field(10.0, ge=0, le=600)  # seconds after a call before the next offer
+    start: Literal["logged_out", "available"] = "logged_out"  # state when the engine starts
+
+    @field_validator("skills", "queues")
+    @classmethod
+    def _levels(cls, value: dict[str, int], info: Any) -> dict[str, int]:
+        top = 9 if info.field_name == "skills" else 100
+        problems = [((key,), f"must be 1 to {top}, got {level}") for key, level in value.items()
+                    if not 1 <= level <= top]
+        if problems:
+            raise _invalid(problems=problems)
+        return value
+
+
+class AcdConfig(_Section):
+    """How calls meet operators: line seize for emergencies, ring timeouts, callbacks."""
+
+    seize_after: float = Field(0.0, ge=0, le=600)  # an emergency waits this long before seizing an operator
+    victim: Literal["shortest_talk", "longest_talk"] = "shortest_talk"  # among the lowest-priority calls
+    on_preempt: Literal["requeue", "callback"] = "requeue"  # what happens to the pre-empted caller
+    ring_timeout: float = Field(15.0, ge=3, le=120)  # an operator's phone rings this long, then the next one
+    max_missed: int = Field(3, ge=0, le=50)  # missed offers in a row before an operator is paused (0: never)
+    keepalive: float = Field(30.0, ge=0, le=3600)  # in-dialog OPTIONS to both sides of a conversation (0: off)
+    abandon_threshold: float = Field(3.0, ge=0, le=120)  # hang-ups sooner than this after calling get no task
+    callback_retry: list[float] = Field(default_factory=lambda: [300.0, 900.0, 3600.0])  # backoff, seconds
+    callback_attempts: int = Field(5, ge=1, le=50)  # then the task stays open, marked for a supervisor
 
 
 class DirectoryConfig(_Section):
@@ -483,6 +553,8 @@ class Config(_Section):
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
     queues: list[QueueConfig] = Field(default_factory=list)
+    operators: list[OperatorConfig] = Field(default_factory=list)
+    acd: AcdConfig = Field(default_factory=AcdConfig)
     users: list[UserConfig] = Field(default_factory=list)
 
     @field_validator("accounts")
@@ -496,6 +568,34 @@ class Config(_Section):
     def _unique_queues(cls, value: list[QueueConfig]) -> list[QueueConfig]:
         _require_unique(value, "name", "queue name")
         return value
+
+    @field_validator("operators")
+    @classmethod
+    def _unique_operators(cls, value: list[OperatorConfig]) -> list[OperatorConfig]:
+        _require_unique(value, "name", "operator name")
+        return value
+
+    @model_validator(mode="after")
+    def _operators_refer(self) -> Self:
+        """Operators name queues, phones and logins that exist; overflows name queues that exist."""
+        queues = {q.name for q in self.queues}
+        phones = {a.username for a in self.accounts}
+        logins = {u.username.casefold() for u in self.users}
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for index, op in enumerate(self.operators):
+            for queue in op.queues:
+                if queue not in queues:
+                    problems.append((("operators", index, "queues", queue), f"no queue named {_show(queue)}"))
+            if op.phone is not None and op.phone not in phones:
+                problems.append((("operators", index, "phone"), f"no account named {_show(op.phone)}"))
+            if op.user is not None and op.user.casefold() not in logins:
+                problems.append((("operators", index, "user"), f"no user named {_show(op.user)}"))
+        for index, q in enumerate(self.queues):
+            if q.overflow and q.overflow.startswith("queue:") and q.overflow[6:] not in queues:
+                problems.append((("queues", index, "overflow"), f"no queue named {_show(q.overflow[6:])}"))
+        if problems:
+            raise _invalid(problems=problems)
+        return self
 
     @field_validator("users")
     @classmethod

@@ -27,17 +27,47 @@ class CallbackTasks:
         self._pending: set[asyncio.Task[Any]] = set()
 
     async def create(self, *, number: str, call_id: str | None, elder_id: int | None, reason: str, source: str,
-                     due_at: dt.datetime, flow: str | None = None) -> int:
+                     due_at: dt.datetime, flow: str | None = None, queue: str | None = None,
+                     merge: bool = False) -> int:
+        """A new open task; with ``merge``, an open task for the same number takes the new reason instead
+        (an elder who hangs up five times is called back once, with the five reasons in the task)."""
         now = dt.datetime.now(dt.UTC)
         async with AsyncSession(self.engine) as session, session.begin():
+            if merge and number:
+                existing = await session.scalar(select(CallbackTask).where(
+                    CallbackTask.number == number, CallbackTask.state.in_(("open", "dialling")))
+                    .order_by(CallbackTask.id).limit(1))
+                if existing is not None:
+                    existing.reason = f"{existing.reason}; {reason}"[-255:]
+                    existing.due_at = min(_aware(existing.due_at), due_at)
+                    task_id = int(existing.id)
+                    log.info("acd.callback.merged", call_id=call_id, task_id=task_id, number=number,
+                             reason=reason, source=source)
+                    return task_id
             task = CallbackTask(call_id=call_id, number=number, elder_id=elder_id, reason=reason[:255],
-                                source=source, state="open", due_at=due_at, attempts=0, created_at=now, flow=flow)
+                                source=source, state="open", due_at=due_at, attempts=0, created_at=now, flow=flow,
+                                queue=queue)
             session.add(task)
             await session.flush()
             task_id = int(task.id)
         log.info("acd.callback.created", call_id=call_id, task_id=task_id, number=number, reason=reason,
                  source=source, due_at=due_at.isoformat())
         return task_id
+
+    async def close_reached(self, number: str, call_id: str) -> list[int]:
+        """The caller called again and an operator answered: their abandoned/missed tasks are done."""
+        now = dt.datetime.now(dt.UTC)
+        async with AsyncSession(self.engine) as session, session.begin():
+            rows = list(await session.scalars(select(CallbackTask).where(
+                CallbackTask.number == number, CallbackTask.state == "open",
+                CallbackTask.source.in_(("abandoned", "missed")))))
+            for task in rows:
+                task.state, task.closed_at = "completed", now
+                task.outcome = f"the caller called again and was answered (call {call_id})"[:255]
+            closed = [int(t.id) for t in rows]
+        if closed:
+            log.info("acd.callback.reached", call_id=call_id, tasks=closed, number=number)
+        return closed
 
     async def open_tasks(self, limit: int = 100) -> list[CallbackTask]:
         async with AsyncSession(self.engine) as session:
@@ -70,3 +100,7 @@ class CallbackTasks:
     async def drain(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

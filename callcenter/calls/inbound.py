@@ -296,7 +296,7 @@ class InboundCalls(CallHandler):
                 caller_display=call.caller_display,
                 ring_timeout=route.ring_timeout,
                 on_answer=lambda b: self._connected(call, b, request, stx, answer_body),
-                on_end=lambda b: self._callee_ended(call, b),
+                on_end=lambda b: self.callee_ended(call, b),
             )
         except OutboundError as exc:
             log.info("call.connect.unavailable", call_id=call.call_id, target=route.target, reason=str(exc))
@@ -307,14 +307,14 @@ class InboundCalls(CallHandler):
 
     def _connected(self, call: Call, callee: Call, request: Request, stx: ServerTransaction, body: bytes) -> None:
         if call.state not in (CallState.OFFERED, CallState.RINGING):
-            return  # the caller gave up while the phone was answering; the callee is hung up by _callee_ended
+            return  # the caller gave up while the phone was answering; the callee is hung up by callee_ended
         self._answer(call, request, stx, body)
         media, a, b = self.media, call.caller_leg.media, callee.caller_leg.media
         if media is not None and a is not None and b is not None:
             media.bridge(a, b)
         log.info("call.connected", call_id=call.call_id, callee_call_id=callee.call_id, target=callee.dialled)
 
-    def _callee_ended(self, call: Call, callee: Call) -> None:
+    def callee_ended(self, call: Call, callee: Call) -> None:
         call.linked = None
         if call.state in (CallState.OFFERED, CallState.RINGING):
             busy = callee.sip_status in (486, 600)

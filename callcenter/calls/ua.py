@@ -24,7 +24,7 @@ from callcenter.sip.headers import Via
 from callcenter.sip.message import Request, Response, response_for
 from callcenter.sip.registrar import BindingTable, process_register
 from callcenter.sip.transaction import ServerTransaction, TransactionLayer, new_branch
-from callcenter.sip.uri import SipUri
+from callcenter.sip.uri import SipUri, parse_uri
 
 log = structlog.get_logger("callcenter.sip")
 
@@ -46,6 +46,7 @@ class Account:
     kind: str  # "phone" | "terminal"
     display_name: str | None
     max_bindings: int
+    contact: str | None = None  # a phone at a fixed address that does not register (sip:1001@10.0.0.5:5060)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +289,14 @@ class UserAgentCore:
     def lookup_contacts(self, username: str) -> list[tuple[str, Address]]:
         """Where to reach a registered phone or terminal: (contact URI, signalling address)."""
         now = self.clock.seconds()
-        return [(b.contact, b.source) for b in self.bindings.lookup(f"sip:{username}@{self.domain}", now)]
+        found = [(b.contact, b.source) for b in self.bindings.lookup(f"sip:{username}@{self.domain}", now)]
+        account = self.accounts.get(username)
+        if not found and account is not None and account.contact is not None:
+            uri = parse_uri(account.contact)
+            if isinstance(uri, SipUri):
+                transport = uri.params.get("transport", "udp") or "udp"
+                found = [(account.contact, (transport.upper(), uri.bare_host, uri.default_port()))]
+        return found
 
     # -- observers -------------------------------------------------------------------------------------
     def _notify(self, event: str, *args: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
 
 from callcenter.calls.model import Call, CallState, EndReason
@@ -87,7 +87,7 @@ class FlowService:
     ua: Any  # UserAgentCore
     store: FlowStore
     tts: SpeechSynthesizer
-    queues: Any  # callcenter.acd.waiting.WaitingQueues
+    queues: Any  # the ACD (callcenter.acd.router.Distributor): enqueue, leave, known, snapshot
     directory: Any  # callcenter.directory.lookup.Directory
     callbacks: Any  # callcenter.acd.callbacks.CallbackTasks
     recordings_root: Path
@@ -98,6 +98,7 @@ class FlowService:
     counters: dict[str, int] = field(default_factory=lambda: {"started": 0, "queued": 0, "transferred": 0,
                                                               "hangup": 0, "caller_hangup": 0, "error": 0})
     now: Callable[[], dt.datetime] = field(default_factory=lambda: lambda: dt.datetime.now(dt.UTC))
+    on_ivr_abandon: Callable[[Call, str | None], None] | None = None  # the caller hung up while in the flow
     _watcher: FlowWatcher | None = None
     _poller: LoopingCall | None = None
     _polling: bool = False
@@ -351,10 +352,24 @@ class FlowService:
 
     def call_ended(self, call: Call) -> None:
         runner = self.running.pop(call.call_id, None)
+        queued = call.call_id in getattr(self.queues, "calls", {})
+        steps = self.paths.pop(call.call_id, None)
         if runner is not None:
             runner.cancel()
+            if (not queued and call.answered_at is not None and call.ended_by == "remote"
+                    and self.on_ivr_abandon is not None):
+                self.on_ivr_abandon(call, steps[-1].node if steps else None)
         self.queues.leave(call.call_id, "caller_hangup", fire=False)
-        self.paths.pop(call.call_id, None)
+
+    async def overflow_voicemail(self, call: Call, queue: str) -> None:
+        """A queue's overflow: the caller (already told) leaves a message after the beep, then we hang up."""
+        flow_call = SipFlowCall(self, call, lambda: succeed(None), lambda: None)
+        try:
+            await flow_call.record_message(max_seconds=120, terminators="#", beep=True, flow="(overflow)",
+                                           node=queue)
+        except CancelledError:
+            return
+        self.hangup(call, EndReason.LOCAL_BYE)
 
     def hangup(self, call: Call, reason: EndReason) -> None:
         if call.active:

@@ -1,0 +1,757 @@
+"""The distributor (排队机): waiting calls meet operators, emergencies first, with line seize (抢线).
+
+Sans-I/O like the SIP core: it keeps the queues and the operators' state machines, reads time from an
+injected clock and talks to telephones only through a :class:`Connector` (SIP desk phones today, the
+browser softphone later). The connector rings an operator for an :class:`Offer` and later reports
+:meth:`Distributor.answered` or :meth:`Distributor.not_answered`; the call side reports
+:meth:`Distributor.leave` (the caller hung up) and :meth:`Distributor.conversation_ended`.
+
+**Order.** Priority class (emergency, urgent, normal), then a pre-empted call put back at the head of its
+class, then level (9 first; ``aging`` raises it with waiting time, never out of its class), then time of
+arrival (first come, first served; a caller who hung up and calls back within ``rejoin_window`` keeps
+the old arrival time).
+
+**Operators** for a call: logged in, serving the call's queue, with every required skill at its level.
+Among them the queue's ``strategy`` chooses (higher queue weight first, then longest idle / round robin /
+fewest calls; ``ring_all`` rings every eligible operator and the first to answer takes the call).
+Every offer has a reservation timer (ring timeout plus a margin): whatever the phone does, the operator
+cannot stay reserved. After ``max_missed`` missed offers in a row the operator is paused.
+
+**Line seize.** An emergency that has waited ``seize_after`` seconds with no eligible operator free takes
+one: first an operator in wrap-up, then one whose phone rings with a non-emergency call (that offer is
+withdrawn; the call keeps its place), then one talking to a non-emergency call (the victim: lowest
+priority first, then shortest talk by default). The victim's caller hears that an emergency must be taken
+and waits with music at the head of their class (or gets a callback task, by configuration). An
+emergency is never a victim.
+
+Every step is a :class:`~callcenter.acd.events.QueueEvent` in the event log.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import structlog
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from callcenter.acd.events import EventList, EventSink, QueueEvent
+from callcenter.acd.operators import Operator, OperatorState
+from callcenter.ivr.runner import QueueOutcome, QueueRequest
+
+log = structlog.get_logger("callcenter.acd")
+
+PRIORITY_RANK = {"emergency": 0, "urgent": 1, "normal": 2}
+STRATEGIES = ("longest_idle", "round_robin", "fewest_calls", "ring_all")
+OS = OperatorState
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    name: str
+    display_name: str = ""
+    strategy: str = "longest_idle"
+    skills: Mapping[str, int] = field(default_factory=dict)  # required of every operator (skill → min level)
+    priority: int = 0  # base priority: between queues, calls of a higher one come first (within a class)
+    service_level: float = 20.0
+    max_wait: float | None = None  # then the overflow
+    overflow: str | None = None  # "queue:NAME" | "voicemail" | "callback" (None: keep waiting)
+    aging: float | None = None  # seconds per level step (None: no aging)
+    rejoin_window: float = 120.0
+    announce_position: bool = False
+    announce_wait: bool = False
+    announce_every: float = 60.0
+    music: bool = True
+
+
+@dataclass(frozen=True)
+class AcdSettings:
+    seize_after: float = 0.0  # seconds an emergency waits before seizing an operator
+    victim: str = "shortest_talk"  # or "longest_talk" (always the lowest-priority call first)
+    on_preempt: str = "requeue"  # or "callback"
+    ring_timeout: float = 15.0
+    reservation_margin: float = 5.0
+    max_missed: int = 3
+    sweep_interval: float = 10.0
+
+
+class CallState(StrEnum):
+    WAITING = "waiting"
+    OFFERED = "offered"  # one (ring_all: several) operator phones ring
+    CONNECTED = "connected"
+    GONE = "gone"
+
+
+@dataclass(eq=False)
+class QueuedCall:
+    call_id: str
+    caller_number: str
+    request: QueueRequest
+    queue: QueueSettings
+    skills: Mapping[str, int]
+    entered_at: float  # the arrival time that orders it (kept when the caller rejoins)
+    first_entered_at: float  # when it first entered this queue (waits are measured from here)
+    sequence: int
+    outcome: Deferred[QueueOutcome] | None
+    state: CallState = CallState.WAITING
+    head: bool = False  # put back at the head of its class after a pre-emption
+    offers: list[Offer] = field(default_factory=list)
+    operator: Operator | None = None
+    connected_at: float | None = None
+    timers: dict[str, IDelayedCall] = field(default_factory=dict)
+    on_leave: Callable[[], None] | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # the connector's per-call state
+
+    @property
+    def priority(self) -> str:
+        return self.request.priority
+
+    @property
+    def emergency(self) -> bool:
+        return self.request.priority == "emergency"
+
+    def level_at(self, now: float) -> int:
+        level = self.request.level
+        if self.queue.aging:
+            level = min(9, level + int((now - self.entered_at) // self.queue.aging))
+        return level
+
+    def sort_key(self, now: float) -> tuple[int, int, int, int, float, int]:
+        return (PRIORITY_RANK.get(self.priority, 2), 0 if self.head else 1, -self.queue.priority,
+                -self.level_at(now), self.entered_at, self.sequence)
+
+
+@dataclass(eq=False)
+class Offer:
+    id: int
+    call: QueuedCall
+    operator: Operator
+    started_at: float
+    timer: IDelayedCall | None = None
+    handle: Any = None  # the connector's (e.g. the operator phone's SIP call)
+    seized: bool = False  # an emergency took this operator
+
+
+class Connector(Protocol):
+    """The telephone side: rings operators and moves callers' media."""
+
+    def ring(self, offer: Offer) -> None:
+        """Ring the operator for the call; later report answered() or not_answered() (or nothing, then the
+        reservation timer withdraws the offer with stop_ringing())."""
+
+    def stop_ringing(self, offer: Offer) -> None: ...
+
+    def preempted(self, call: QueuedCall, operator: Operator, *, requeued: bool) -> None:
+        """Take the operator's phone off the call; the caller hears why and then music (or, when not
+        requeued, is told they will be called back and is hung up)."""
+
+    def waiting(self, call: QueuedCall) -> None:
+        """The call is (again) waiting: music on hold."""
+
+    def announce(self, call: QueuedCall, position: int, wait_estimate: float | None) -> None: ...
+
+    def overflow(self, call: QueuedCall, target: str) -> None:
+        """max_wait passed: send the call to voicemail or a callback offer."""
+
+    def alive(self, call: QueuedCall) -> bool:
+        """Is the call still there (the sweeper's check against lost signals)?"""
+
+
+class Distributor:
+    def __init__(self, clock: IReactorTime, connector: Connector | None = None, *,
+                 queues: Iterable[QueueSettings] = (), operators: Iterable[Operator] = (),
+                 settings: AcdSettings | None = None, events: EventSink | None = None,
+                 on_abandon: Callable[[QueuedCall, float], None] | None = None,
+                 on_preempt_callback: Callable[[QueuedCall], None] | None = None) -> None:
+        self.clock = clock
+        self.connector = connector
+        self.settings = settings or AcdSettings()
+        self.queues: dict[str, QueueSettings] = {q.name: q for q in queues}
+        self.operators: dict[str, Operator] = {o.name: o for o in operators}
+        self.events: EventSink = events if events is not None else EventList()
+        self.on_abandon = on_abandon  # a callback task for the abandoned caller
+        self.on_preempt_callback = on_preempt_callback
+        self.calls: dict[str, QueuedCall] = {}
+        self.waiting: list[QueuedCall] = []  # WAITING and OFFERED calls (kept unsorted; ordered on use)
+        self.offers: dict[int, Offer] = {}
+        self.counters = {"entered": 0, "left": 0, "timeouts": 0, "connected": 0, "abandoned": 0,
+                         "preemptions": 0, "seized_wrap_up": 0, "withdrawn_offers": 0, "recovered": 0,
+                         "missed": 0, "auto_paused": 0}
+        self._recent_abandons: dict[tuple[str, str], tuple[float, float, int]] = {}
+        self._sequence = itertools.count()
+        self._offer_ids = itertools.count(1)
+        self._round_robin: dict[str, int] = {}
+        self._handle_time: dict[str, float] = {}  # moving average of talk + wrap-up per queue
+        self._dispatching = False
+        self._again = False
+        self._sweeper: IDelayedCall | None = None
+
+    # -- compatibility with the IVR's view of the queues ----------------------------------------------
+    @property
+    def known(self) -> frozenset[str]:
+        return frozenset(self.queues)
+
+    # -- the sweeper ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._sweeper is None and self.settings.sweep_interval > 0:
+            self._sweeper = self.clock.callLater(self.settings.sweep_interval, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        for call in list(self.calls.values()):
+            self._cancel_timers(call)
+        for offer in list(self.offers.values()):
+            if offer.timer is not None and offer.timer.active():
+                offer.timer.cancel()
+
+    def _sweep(self) -> None:
+        """Nothing sticks: a call the telephones forgot to report is ended; an operator reserved or
+        talking without a live call is recovered."""
+        self._sweeper = self.clock.callLater(self.settings.sweep_interval, self._sweep)
+        now = self.clock.seconds()
+        longest = max((q.rejoin_window for q in self.queues.values()), default=0.0)
+        for key, (left_at, _, _) in list(self._recent_abandons.items()):
+            if now - left_at > longest:
+                del self._recent_abandons[key]
+        if self.connector is None:
+            return
+        for call in list(self.calls.values()):
+            if not self.connector.alive(call):
+                log.warning("acd.call.lost", call_id=call.call_id, state=call.state.value)
+                self.counters["recovered"] += 1
+                self.leave(call.call_id, "caller_hangup", fire=False)
+        for operator in self.operators.values():
+            if operator.state in (OS.RESERVED, OS.TALKING):
+                call = self.calls.get(operator.call_id or "")
+                holding = call is not None and (call.operator is operator or
+                                                any(o.operator is operator for o in call.offers))
+                if not holding:
+                    log.warning("acd.operator.recovered", operator=operator.name, state=operator.state.value,
+                                call_id=operator.call_id)
+                    self.counters["recovered"] += 1
+                    self._operator_free(operator)
+        self.dispatch()
+
+    # -- calls entering and leaving -------------------------------------------------------------------
+    def enqueue(self, call_id: str, caller_number: str, request: QueueRequest,
+                on_leave: Callable[[], None] | None = None) -> Deferred[QueueOutcome]:
+        """Add the call; the Deferred fires when it is answered or its node's max_wait passes ("timeout"),
+        and is cancelled (the call removed) when the caller hangs up."""
+        queue = self.queues.get(request.queue)
+        if queue is None:
+            log.error("acd.queue.unknown", call_id=call_id, queue=request.queue)
+            return succeed(QueueOutcome("refused", f"no queue named {request.queue!r}"))
+        if call_id in self.calls:
+            self._remove(self.calls[call_id], "requeued", fire=False)
+        outcome: Deferred[QueueOutcome] = Deferred(lambda _: self.leave(call_id, "caller_hangup", fire=False))
+        self._add(call_id, caller_number, request, queue, outcome, on_leave)
+        return outcome
+
+    def _add(self, call_id: str, caller_number: str, request: QueueRequest, queue: QueueSettings,
+             outcome: Deferred[QueueOutcome] | None, on_leave: Callable[[], None] | None,
+             detail: str = "") -> QueuedCall:
+        now = self.clock.seconds()
+        entered, sequence = now, next(self._sequence)
+        rejoin = self._recent_abandons.pop((queue.name, caller_number), None) if caller_number else None
+        if rejoin is not None and now - rejoin[0] <= queue.rejoin_window and not detail:
+            entered, sequence, detail = rejoin[1], rejoin[2], "rejoin"
+        skills = dict(queue.skills)
+        for value in request.skills.values():  # a flow names skills as {language: yue, role: nurse}
+            name, _, level = str(value).partition(">=")
+            if name.strip():
+                skills[name.strip()] = max(skills.get(name.strip(), 1), int(level) if level.isdigit() else 1)
+        call = QueuedCall(call_id, caller_number, request, queue, skills, entered, now, sequence, outcome,
+                          on_leave=on_leave)
+        self.calls[call_id] = call
+        self.waiting.append(call)
+        self.counters["entered"] += 1
+        self._event(call, "enter", detail=detail)
+        log.info("acd.call.queued", call_id=call_id, queue=queue.name, priority=call.priority,
+                 level=request.level, skills=skills, detail=detail or None)
+        self._arm_call_timers(call)
+        self.dispatch()
+        return call
+
+    def _arm_call_timers(self, call: QueuedCall) -> None:
+        max_wait = call.request.max_wait
+        if max_wait is not None:
+            call.timers["max_wait"] = self.clock.callLater(max_wait, self._timeout, call, "flow")
+        elif call.queue.max_wait is not None and call.queue.overflow is not None:
+            call.timers["max_wait"] = self.clock.callLater(call.queue.max_wait, self._timeout, call,
+                                                           call.queue.overflow)
+        if call.emergency and self.settings.seize_after > 0:
+            call.timers["seize"] = self.clock.callLater(self.settings.seize_after, self.dispatch)
+        if not call.emergency and (call.queue.announce_position or call.queue.announce_wait):
+            call.timers["announce"] = self.clock.callLater(min(15.0, call.queue.announce_every), self._announce,
+                                                           call)
+
+    def leave(self, call_id: str, result: str, *, fire: bool = True) -> QueuedCall | None:
+        """The call leaves the ACD: the caller hung up ("caller_hangup"), or the engine took it away."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return None
+        now = self.clock.seconds()
+        if call.state is CallState.CONNECTED:
+            self.conversation_ended(call_id)
+            return call
+        if result == "caller_hangup":
+            wait = now - call.first_entered_at
+            self.counters["abandoned"] += 1
+            self._event(call, "abandon", wait=wait)
+            if call.caller_number:
+                self._recent_abandons[(call.queue.name, call.caller_number)] = (now, call.entered_at, call.sequence)
+            if self.on_abandon is not None:
+                self.on_abandon(call, wait)
+        self._remove(call, result, fire=fire)
+        self.dispatch()
+        return call
+
+    def _remove(self, call: QueuedCall, result: str, *, fire: bool) -> None:
+        for offer in list(call.offers):
+            self._withdraw(offer, "caller_gone", count_miss=False)
+        self._cancel_timers(call)
+        if call in self.waiting:
+            self.waiting.remove(call)
+        self.calls.pop(call.call_id, None)
+        call.state = CallState.GONE
+        self.counters["left"] += 1
+        log.info("acd.call.left_queue", call_id=call.call_id, queue=call.queue.name, result=result,
+                 waited=round(self.clock.seconds() - call.first_entered_at, 3))
+        if call.on_leave is not None:
+            call.on_leave()
+        if fire and call.outcome is not None and not call.outcome.called:
+            call.outcome.callback(QueueOutcome(result))
+
+    def _cancel_timers(self, call: QueuedCall, keep: Iterable[str] = ()) -> None:
+        for name, timer in list(call.timers.items()):
+            if name in keep:
+                continue
+            if timer.active():
+                timer.cancel()
+            del call.timers[name]
+
+    def _timeout(self, call: QueuedCall, target: str) -> None:
+        call.timers.pop("max_wait", None)
+        if call.state not in (CallState.WAITING, CallState.OFFERED):
+            return
+        self.counters["timeouts"] += 1
+        self._event(call, "timeout", wait=self.clock.seconds() - call.first_entered_at, detail=target)
+        if target.startswith("queue:") and target[6:] in self.queues:
+            for offer in list(call.offers):
+                self._withdraw(offer, "timeout", count_miss=False)
+            self._cancel_timers(call)
+            self.waiting.remove(call)
+            self.calls.pop(call.call_id)
+            moved = self._add(call.call_id, call.caller_number,
+                              _replace_queue(call.request, target[6:]), self.queues[target[6:]], call.outcome,
+                              call.on_leave, detail="overflow")
+            moved.first_entered_at = self.clock.seconds()
+            return
+        if target == "flow":
+            self._remove(call, "timeout", fire=True)
+        else:  # voicemail / callback: the connector takes the caller there
+            self._remove(call, "timeout", fire=False)
+            if call.outcome is not None and not call.outcome.called:
+                call.outcome.callback(QueueOutcome("overflow", target))
+            if self.connector is not None:
+                self.connector.overflow(call, target)
+        self.dispatch()
+
+    # -- operators -----------------------------------------------------------------------------------
+    def set_state(self, name: str, state: str, reason: str | None = None) -> Operator:
+        """An operator (or a supervisor) asks for available / paused / logged_out. During a call the
+        request waits until the call ends; "available" during wrap-up ends the wrap-up."""
+        operator = self.operators[name]
+        wanted = OperatorState(state)
+        if wanted not in (OS.AVAILABLE, OS.PAUSED, OS.LOGGED_OUT):
+            raise ValueError(f"an operator can ask for available, paused or logged_out, not {state}")
+        now = self.clock.seconds()
+        if operator.state in (OS.RESERVED, OS.TALKING):
+            operator.pending = None if wanted is OS.AVAILABLE else (wanted, reason)
+            log.info("acd.operator.pending", operator=name, state=wanted.value, reason=reason,
+                     call_id=operator.call_id)
+            return operator
+        if operator.state is wanted and wanted is not OS.PAUSED:
+            return operator
+        if operator.state is OS.WRAP_UP:
+            self._end_wrap_up(operator, then=wanted, reason=reason)
+            return operator
+        if operator.state is not wanted or operator.pause_reason != reason:
+            if operator.state is OS.PAUSED and wanted is OS.PAUSED:
+                operator.pause_reason = reason
+            else:
+                operator.transition(wanted, now, reason=reason)
+        operator.pending = None
+        if wanted is OS.AVAILABLE:
+            operator.missed_in_row = 0
+        self.dispatch()
+        return operator
+
+    def _operator_free(self, operator: Operator) -> None:
+        """The operator's call or offer is over: apply a pending pause/logout, else available."""
+        now = self.clock.seconds()
+        operator.call_id = None
+        if operator.pending is not None:
+            state, reason = operator.pending
+            operator.pending = None
+            operator.transition(state, now, reason=reason)
+        elif operator.missed_in_row >= self.settings.max_missed > 0:
+            self.counters["auto_paused"] += 1
+            operator.transition(OS.PAUSED, now, reason="missed_offers")
+        else:
+            operator.transition(OS.AVAILABLE, now)
+
+    def _end_wrap_up(self, operator: Operator, *, then: OperatorState | None = None,
+                     reason: str | None = None) -> None:
+        timer, operator.wrap_timer = operator.wrap_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        if operator.state is not OS.WRAP_UP:
+            return
+        now = self.clock.seconds()
+        call_id, queue, priority = operator.wrap_call or ("", "", "normal")
+        operator.wrap_call = None
+        self.events.record(QueueEvent(now, "wrapup", call_id, queue, priority, operator=operator.name,
+                                      seconds=round(now - operator.since, 3)))
+        if then is not None:
+            operator.pending = None
+            operator.transition(then, now, reason=reason)
+        else:
+            self._operator_free(operator)
+        self.dispatch()
+
+    # -- offers ---------------------------------------------------------------------------------------
+    def _offer(self, call: QueuedCall, operator: Operator, *, seized: bool = False) -> Offer:
+        now = self.clock.seconds()
+        offer = Offer(next(self._offer_ids), call, operator, now, seized=seized)
+        if operator.state is not OS.RESERVED:  # a seized operator is already reserved for the emergency
+            operator.transition(OS.RESERVED, now)
+        operator.call_id = call.call_id
+        operator.counters["offers"] += 1
+        call.offers.append(offer)
+        call.state = CallState.OFFERED
+        self.offers[offer.id] = offer
+        offer.timer = self.clock.callLater(self.settings.ring_timeout + self.settings.reservation_margin,
+                                           self._reservation_expired, offer)
+        self._event(call, "offer", operator=operator.name, detail="seize" if seized else "")
+        log.info("acd.call.offered", call_id=call.call_id, operator=operator.name, queue=call.queue.name,
+                 priority=call.priority, seized=seized)
+        if self.connector is not None:
+            self.connector.ring(offer)
+        return offer
+
+    def answered(self, offer: Offer) -> None:
+        """The operator's phone answered: connect (other ring-all offers are withdrawn)."""
+        if self.offers.get(offer.id) is not offer:
+            return  # withdrawn meanwhile (the connector hangs the phone up)
+        call, operator = offer.call, offer.operator
+        self._drop_offer(offer)
+        for other in list(call.offers):
+            self._withdraw(other, "answered_elsewhere", count_miss=False)
+        now = self.clock.seconds()
+        first = call.connected_at is None and "connected_once" not in call.data
+        call.data["connected_once"] = True
+        call.state = CallState.CONNECTED
+        call.operator = operator
+        call.connected_at = now
+        call.head = False
+        if call in self.waiting:
+            self.waiting.remove(call)
+        self._cancel_timers(call)
+        operator.transition(OS.TALKING, now)
+        operator.call_id = call.call_id
+        operator.missed_in_row = 0
+        operator.calls_today += 1
+        operator.counters["answers"] += 1
+        self.counters["connected"] += 1
+        wait = now - call.first_entered_at
+        self._event(call, "connect", operator=operator.name, wait=wait)
+        log.info("acd.call.connected", call_id=call.call_id, operator=operator.name, queue=call.queue.name,
+                 waited=round(wait, 3), first=first)
+        if call.outcome is not None and not call.outcome.called:
+            call.outcome.callback(QueueOutcome("answered", operator.name))
+        self.dispatch()
+
+    def not_answered(self, offer: Offer, reason: str) -> None:
+        """The phone did not take the call (no_answer, busy, failed): the call keeps its place."""
+        if self.offers.get(offer.id) is not offer:
+            return
+        self._withdraw(offer, reason, count_miss=True, tell_connector=False)
+        self.dispatch()
+
+    def _reservation_expired(self, offer: Offer) -> None:
+        offer.timer = None
+        if self.offers.get(offer.id) is offer:
+            log.warning("acd.offer.reservation_expired", call_id=offer.call.call_id, operator=offer.operator.name)
+            self._withdraw(offer, "timeout", count_miss=True)
+            self.dispatch()
+
+    def _drop_offer(self, offer: Offer) -> None:
+        self.offers.pop(offer.id, None)
+        if offer in offer.call.offers:
+            offer.call.offers.remove(offer)
+        if offer.timer is not None and offer.timer.active():
+            offer.timer.cancel()
+        offer.timer = None
+
+    def _withdraw(self, offer: Offer, reason: str, *, count_miss: bool, tell_connector: bool = True,
+                  free_operator: bool = True) -> None:
+        self._drop_offer(offer)
+        call, operator = offer.call, offer.operator
+        if not call.offers and call.state is CallState.OFFERED:
+            call.state = CallState.WAITING
+        if tell_connector and self.connector is not None:
+            self.connector.stop_ringing(offer)
+        self._event(call, "miss", operator=operator.name, detail=reason)
+        if count_miss:
+            operator.missed_in_row += 1
+            operator.counters["misses"] += 1
+            self.counters["missed"] += 1
+        else:
+            self.counters["withdrawn_offers"] += 1
+        log.info("acd.offer.withdrawn", call_id=call.call_id, operator=operator.name, reason=reason)
+        if free_operator and operator.state is OS.RESERVED and operator.call_id == call.call_id:
+            self._operator_free(operator)
+        if call.state is CallState.WAITING and self.connector is not None and call.call_id in self.calls:
+            self.connector.waiting(call)
+
+    # -- conversations ending -------------------------------------------------------------------------
+    def conversation_ended(self, call_id: str) -> None:
+        """The caller or the operator hung up a connected call: wrap-up for the operator."""
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return
+        if call in self.waiting:
+            self.waiting.remove(call)
+        self._cancel_timers(call)
+        call.state = CallState.GONE
+        operator = call.operator
+        now = self.clock.seconds()
+        talk = now - (call.connected_at or now)
+        self._event(call, "complete", operator=operator.name if operator else None, seconds=talk)
+        if call.on_leave is not None:
+            call.on_leave()
+        if operator is not None and operator.call_id == call_id and operator.state is OS.TALKING:
+            average = self._handle_time.get(call.queue.name, 120.0)
+            self._handle_time[call.queue.name] = 0.8 * average + 0.2 * (talk + operator.wrap_up)
+            self._start_wrap_up(operator, call)
+        self.dispatch()
+
+    def transferred(self, call_id: str, target: str) -> None:
+        """The operator sent the call elsewhere: the conversation is over for the ACD."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._event(call, "transfer", operator=call.operator.name if call.operator else None, detail=target)
+            self.conversation_ended(call_id)
+
+    def _start_wrap_up(self, operator: Operator, call: QueuedCall) -> None:
+        now = self.clock.seconds()
+        operator.wrap_call = (call.call_id, call.queue.name, call.priority)
+        operator.transition(OS.WRAP_UP, now)
+        operator.call_id = None
+        operator.wrap_timer = self.clock.callLater(operator.wrap_up, self._end_wrap_up, operator)
+
+    # -- dispatching ----------------------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Offer waiting calls to free operators, in order; seize operators for emergencies. Re-entrant
+        calls (a connector reporting synchronously) run the loop again instead of nesting."""
+        if self._dispatching:
+            self._again = True
+            return
+        self._dispatching = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._dispatch_once()
+        finally:
+            self._dispatching = False
+
+    def _dispatch_once(self) -> None:
+        now = self.clock.seconds()
+        free = [o for o in self.operators.values() if o.state is OS.AVAILABLE]
+        candidates = [c for c in self.waiting if c.state is CallState.WAITING]
+        if not candidates:
+            return
+        candidates.sort(key=lambda c: c.sort_key(now))
+        for call in candidates:
+            if call.state is not CallState.WAITING or call.call_id not in self.calls:
+                continue
+            if free:
+                chosen = self._choose(call, free)
+                if chosen:
+                    for operator in chosen:
+                        free.remove(operator)
+                        self._offer(call, operator)
+                    continue
+            if call.emergency and now - call.first_entered_at >= self.settings.seize_after - 1e-9:
+                self._seize_for(call)
+
+    def _eligible(self, call: QueuedCall, operator: Operator) -> bool:
+        return operator.serves(call.queue.name) and operator.has_skills(call.skills)
+
+    def _choose(self, call: QueuedCall, free: list[Operator]) -> list[Operator]:
+        eligible = [o for o in free if self._eligible(call, o)]
+        if not eligible:
+            return []
+        queue = call.queue
+        weight = max(o.queues[queue.name] for o in eligible)
+        best = [o for o in eligible if o.queues[queue.name] == weight]
+        if queue.strategy == "ring_all":
+            return best
+        if queue.strategy == "round_robin":
+            order = sorted(self.operators)
+            last = self._round_robin.get(queue.name, -1)
+            best.sort(key=lambda o: (order.index(o.name) - last - 1) % len(order))
+            self._round_robin[queue.name] = order.index(best[0].name)
+            return best[:1]
+        if queue.strategy == "fewest_calls":
+            return [min(best, key=lambda o: (o.calls_today, o.idle_since, o.name))]
+        return [min(best, key=lambda o: (o.idle_since, o.name))]
+
+    def _seize_for(self, call: QueuedCall) -> None:
+        """Line seize: give the emergency an operator now."""
+        eligible = [o for o in self.operators.values() if self._eligible(call, o)]
+        wrapping = [o for o in eligible if o.state is OS.WRAP_UP]
+        if wrapping:
+            operator = min(wrapping, key=lambda o: (o.since, o.name))  # the longest in wrap-up
+            self.counters["seized_wrap_up"] += 1
+            log.info("acd.seize.wrap_up", call_id=call.call_id, operator=operator.name)
+            self._end_wrap_up(operator, then=OS.AVAILABLE)
+            if operator.state is OS.AVAILABLE and call.state is CallState.WAITING:
+                self._offer(call, operator, seized=True)
+            return
+        ringing = [o for o in eligible if o.state is OS.RESERVED]
+        victims: list[tuple[tuple[Any, ...], Operator, Offer | None, QueuedCall | None]] = []
+        for operator in ringing:
+            other = self.calls.get(operator.call_id or "")
+            offer = next((x for x in other.offers if x.operator is operator), None) if other else None
+            if other is not None and offer is not None and not other.emergency:
+                victims.append(((0, PRIORITY_RANK.get(other.priority, 2) * -1, other.request.level, 0.0),
+                                operator, offer, other))
+        if not victims:
+            now = self.clock.seconds()
+            for operator in eligible:
+                if operator.state is not OS.TALKING:
+                    continue
+                other = self.calls.get(operator.call_id or "")
+                if other is None or other.emergency or other.operator is not operator:
+                    continue
+                talk = now - (other.connected_at or now)
+                order = talk if self.settings.victim == "shortest_talk" else -talk
+                victims.append(((1, -PRIORITY_RANK.get(other.priority, 2), other.request.level, order),
+                                operator, None, other))
+        if not victims:
+            return  # every skilled operator is on an emergency: the call waits, first in line
+        victims.sort(key=lambda v: (v[0], v[1].name))
+        _, operator, offer, victim = victims[0]
+        if offer is not None:
+            log.info("acd.seize.ringing", call_id=call.call_id, operator=operator.name,
+                     victim_call_id=offer.call.call_id)
+            self._withdraw(offer, "seized", count_miss=False, free_operator=False)
+            self._offer(call, operator, seized=True)
+            return
+        assert victim is not None
+        self._preempt(victim, operator, call)
+
+    def _preempt(self, victim: QueuedCall, operator: Operator, emergency: QueuedCall) -> None:
+        now = self.clock.seconds()
+        requeue = self.settings.on_preempt == "requeue"
+        self.counters["preemptions"] += 1
+        operator.counters["preempted"] += 1
+        self._event(victim, "preempt", operator=operator.name, wait=now - victim.first_entered_at,
+                    seconds=now - (victim.connected_at or now), detail=emergency.call_id)
+        log.warning("acd.preempt", call_id=emergency.call_id, operator=operator.name,
+                    victim_call_id=victim.call_id, victim_priority=victim.priority,
+                    talk=round(now - (victim.connected_at or now), 3), requeue=requeue)
+        if self.connector is not None:
+            self.connector.preempted(victim, operator, requeued=requeue)
+        victim.operator = None
+        victim.connected_at = None
+        operator.transition(OS.RESERVED, now)  # talking → reserved for the emergency
+        if requeue:
+            victim.state = CallState.WAITING
+            victim.head = True
+            self.waiting.append(victim)
+            self._event(victim, "enter", detail="requeue")
+            self._arm_call_timers(victim)
+        else:
+            self.calls.pop(victim.call_id, None)
+            victim.state = CallState.GONE
+            if self.on_preempt_callback is not None:
+                self.on_preempt_callback(victim)
+        self._offer(emergency, operator, seized=True)
+
+    # -- announcements --------------------------------------------------------------------------------
+    def _announce(self, call: QueuedCall) -> None:
+        call.timers.pop("announce", None)
+        if call.call_id not in self.calls or call.state is CallState.CONNECTED:
+            return
+        if call.state is CallState.WAITING and self.connector is not None:
+            position = self.position(call.call_id) or 1
+            estimate = self.wait_estimate(call) if call.queue.announce_wait else None
+            self.connector.announce(call, position if call.queue.announce_position else 0, estimate)
+        every = max(15.0, call.queue.announce_every)
+        call.timers["announce"] = self.clock.callLater(every, self._announce, call)
+
+    def position(self, call_id: str) -> int | None:
+        """1 for the next call an operator of its queue will take."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is CallState.CONNECTED:
+            return None
+        now = self.clock.seconds()
+        key = call.sort_key(now)
+        return 1 + sum(1 for other in self.waiting if other is not call and other.queue is call.queue
+                       and other.sort_key(now) < key)
+
+    def wait_estimate(self, call: QueuedCall) -> float:
+        staffed = sum(1 for o in self.operators.values() if o.serves(call.queue.name)
+                      and o.state not in (OS.LOGGED_OUT, OS.PAUSED)) or 1
+        handle = self._handle_time.get(call.queue.name, 120.0)
+        return (self.position(call.call_id) or 1) * handle / staffed
+
+    # -- views ----------------------------------------------------------------------------------------
+    def _event(self, call: QueuedCall, kind: str, *, operator: str | None = None, wait: float | None = None,
+               seconds: float | None = None, detail: str = "") -> None:
+        self.events.record(QueueEvent(self.clock.seconds(), kind, call.call_id, call.queue.name, call.priority,
+                                      operator, None if wait is None else round(wait, 3),
+                                      None if seconds is None else round(seconds, 3), detail))
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        now = self.clock.seconds()
+        lines: dict[str, list[dict[str, Any]]] = {name: [] for name in self.queues}
+        for call in sorted(self.waiting, key=lambda c: c.sort_key(now)):
+            lines[call.queue.name].append({
+                "call_id": call.call_id, "caller": call.caller_number, "priority": call.priority,
+                "level": call.level_at(now), "skills": dict(call.skills), "state": call.state.value,
+                "waited": round(now - call.first_entered_at, 1), "flow": call.request.flow,
+                "ringing": [o.operator.name for o in call.offers], "head": call.head})
+        return lines
+
+    def live(self) -> dict[str, Any]:
+        now = self.clock.seconds()
+        queues: dict[str, dict[str, float]] = {name: {"waiting": 0, "longest_wait": 0.0} for name in self.queues}
+        for call in self.waiting:
+            entry = queues[call.queue.name]
+            entry["waiting"] += 1
+            entry["longest_wait"] = max(entry["longest_wait"], round(now - call.first_entered_at, 1))
+        states = {state.value: 0 for state in OperatorState}
+        for operator in self.operators.values():
+            states[operator.state.value] += 1
+        talking = sum(1 for c in self.calls.values() if c.state is CallState.CONNECTED)
+        return {"queues": queues, "operators": states, "calls": len(self.calls), "talking": talking}
+
+    def operators_view(self) -> list[dict[str, Any]]:
+        now = self.clock.seconds()
+        return [o.as_dict(now) for o in sorted(self.operators.values(), key=lambda o: o.name)]
+
+
+def _replace_queue(request: QueueRequest, queue: str) -> QueueRequest:
+    return QueueRequest(queue, request.priority, request.level, request.skills, None, request.announcements,
+                        request.flow, request.node)
