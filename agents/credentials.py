@@ -1,11 +1,12 @@
-"""Who is asking: the session cookie, or HTTP Basic on ``/api/*`` (with the same login lockouts as the form).
-Also the one log line for a refused request."""
+"""Who is asking: the session cookie, or HTTP Basic on ``/api/*`` and ``/metrics`` (with the same login lockouts
+as the form). Also the one log line for a refused request."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
+from typing import Final
 
 import structlog
 from aiohttp import hdrs, web
@@ -16,18 +17,30 @@ from agents.desk import Desk, Identity
 
 log = structlog.get_logger("agents.web")  # one logger name for the whole desktop
 
+METRICS_PATH: Final = "/metrics"  # Prometheus scrapes it with HTTP Basic
+
+
+def accepts_basic(request: web.Request) -> bool:
+    """Where scripts may authenticate with HTTP Basic: the API and the Prometheus metrics."""
+    return is_api(request) or request.path == METRICS_PATH
+
 
 async def identify(request: web.Request, desk: Desk) -> Identity | None:
-    """The identity a request proves, or None when it proves none (no or an expired session cookie)."""
-    if is_api(request) and request.headers.get(hdrs.AUTHORIZATION, "").lower().startswith("basic "):
+    """The identity a request proves, or None when it proves none (no or an expired session cookie). On
+    ``/metrics`` (a scraper, not a page) proving none is a 401 rather than a redirect to the login form."""
+    if accepts_basic(request) and request.headers.get(hdrs.AUTHORIZATION, "").lower().startswith("basic "):
         return await _basic_identity(request, desk)
     session = desk.sessions.get(request.cookies.get(desk.session_cookie))
+    if session is None and request.path == METRICS_PATH:
+        log_denied(request, "anonymous", None)
+        raise ApiError(401, "log in first (HTTP Basic or session cookie)")
     return Identity(session.user, session) if session is not None else None
 
 
 async def _basic_identity(request: web.Request, desk: Desk) -> Identity:
-    """HTTP Basic on the API. We never answer with a Basic challenge, so browsers never prompt for (and never
-    remember and replay) Basic credentials; only scripts send them, which is why they need no CSRF token."""
+    """HTTP Basic on the API and /metrics. We never answer with a Basic challenge, so browsers never prompt for
+    (and never remember and replay) Basic credentials; only scripts send them, which is why they need no CSRF
+    token."""
     ip = request.remote or "-"
     credentials = _decode_basic(request.headers[hdrs.AUTHORIZATION])
     if credentials is None:

@@ -34,6 +34,10 @@ STRINGS: Final[dict[str, dict[str, str]]] = {
         "dir_inbound": "呼入", "dir_outbound": "呼出",
         "state_offered": "呼叫中", "state_ringing": "振铃", "state_answered": "已应答",
         "state_confirmed": "通话中", "state_ending": "挂断中", "state_ended": "已结束",
+        "operators": "坐席", "no_operators": "未配置坐席", "operator": "坐席", "since": "持续",
+        "queues": "排队", "waiting": "排队中", "longest_wait": "最长等待", "no_waiting": "没有来电在排队",
+        "op_logged_out": "未登录", "op_available": "空闲", "op_reserved": "振铃", "op_talking": "通话中",
+        "op_wrap_up": "话后处理", "op_paused": "暂停", "acd": "排队机", "callbacks": "回访",
     },
     "en": {
         "app_title": "Elder-care Call Center", "status_title": "Status", "login_title": "Operator login",
@@ -59,6 +63,11 @@ STRINGS: Final[dict[str, dict[str, str]]] = {
         "dir_inbound": "in", "dir_outbound": "out",
         "state_offered": "offered", "state_ringing": "ringing", "state_answered": "answered",
         "state_confirmed": "talking", "state_ending": "ending", "state_ended": "ended",
+        "operators": "Operators", "no_operators": "No operators configured", "operator": "Operator",
+        "since": "For", "queues": "Queues", "waiting": "Waiting", "longest_wait": "Longest wait",
+        "no_waiting": "Nobody is waiting", "op_logged_out": "logged out", "op_available": "available",
+        "op_reserved": "ringing", "op_talking": "talking", "op_wrap_up": "wrap-up", "op_paused": "paused",
+        "acd": "ACD", "callbacks": "Callbacks",
     },
 }
 

@@ -91,6 +91,13 @@ def status_snapshot(engine: Any) -> dict[str, Any]:
         counters["ivr"] = _counters(ivr["counters"])
         for call in status["calls"]:  # the IVR path: the nodes the caller went through
             call["ivr_path"] = [step.as_dict() for step in flows.paths.get(call["call_id"], [])]
+    acd = getattr(engine, "acd", None)
+    if acd is not None:
+        status["operators"] = acd.operators_view()
+        counters["acd"] = _counters(acd.counters)
+        missed = getattr(engine, "missed", None)
+        if missed is not None:
+            counters["callbacks"] = _counters(missed.counters)
     return status
 
 

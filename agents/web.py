@@ -23,6 +23,7 @@ import jinja2
 import structlog
 from aiohttp import hdrs, web
 
+from agents import acd_api, metrics_route
 from agents.api import (
     ApiError,
     api_add_party,
@@ -87,6 +88,8 @@ def create_app(engine: Any, config: Config, *, now: Callable[[], float] = time.m
     app.router.add_get("/api/calls/{call_id}", api_call)
     app.router.add_delete("/api/calls/{call_id}", api_hangup)
     app.router.add_post("/api/calls/{call_id}/parties", api_add_party)
+    acd_api.register(app)
+    metrics_route.register(app)
     app.router.add_static("/static", STATIC, name="static", append_version=True)
     return app
 

@@ -11,7 +11,13 @@ import structlog
 
 from agents.web import bound_address, start_http
 from callcenter.acd.callbacks import CallbackTasks
-from callcenter.acd.waiting import WaitingQueues
+from callcenter.acd.dialler import CallbackDialler
+from callcenter.acd.eventlog import QueueEventWriter
+from callcenter.acd.events import FanOut
+from callcenter.acd.missed import MissedCalls
+from callcenter.acd.operators import Operator, OperatorState
+from callcenter.acd.router import AcdSettings, Distributor, QueueSettings
+from callcenter.acd.telephony import SipConnector
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route
 from callcenter.calls.model import EndReason
@@ -29,6 +35,7 @@ from callcenter.media.service import MediaService
 from callcenter.net.flood import FloodGuard
 from callcenter.net.transport import SipTransport
 from callcenter.sip.digest_server import AccountSecret
+from callcenter.stats.metrics import QueueMetrics
 from callcenter.store.cdr import CdrWriter
 from callcenter.store.db import create_engine_for, run_migrations
 
@@ -74,7 +81,12 @@ class Engine:
         self.ua: UserAgentCore | None = None
         self.registrations: list[TrunkRegistration] = []
         self.flows: FlowService | None = None
-        self.queues: WaitingQueues | None = None
+        self.acd: Distributor | None = None
+        self.acd_connector: SipConnector | None = None
+        self.acd_metrics: QueueMetrics | None = None
+        self.acd_events: QueueEventWriter | None = None
+        self.missed: MissedCalls | None = None
+        self.dialler: CallbackDialler | None = None
         self.callbacks: CallbackTasks | None = None
         self.http: Any = None  # the desktop's aiohttp runner (agents.web)
         self.http_address: tuple[str, int] | None = None
@@ -114,6 +126,7 @@ class Engine:
                 kind=a.kind,
                 display_name=a.display_name,
                 max_bindings=a.max_bindings,
+                contact=a.contact,
             )
             for a in cfg.accounts
         ]
@@ -157,8 +170,19 @@ class Engine:
         ua.inbound.max_calls = cfg.engine.max_calls
         ua.inbound.routes = {r.number: Route(**r.model_dump()) for r in cfg.routing.numbers}
         ua.observers.append(CallRecorder(self.cdr, self.bus, node=cfg.engine.node_name))
-        self.queues = WaitingQueues(self.reactor, known=frozenset(q.name for q in cfg.queues))
         self.callbacks = CallbackTasks(self.db)
+        self.acd_events = QueueEventWriter(self.db, node=cfg.engine.node_name)
+        await self.acd_events.start()
+        self.acd_metrics = QueueMetrics()
+        events = FanOut(self.acd_events, self.acd_metrics)
+        self.missed = MissedCalls(self.callbacks, calls=ua.calls.get, threshold=cfg.acd.abandon_threshold,
+                                  events=events, now=self.reactor.seconds)
+        events.sinks.append(self.missed)
+        self.acd = build_distributor(cfg, self.reactor, events)
+        self.acd.on_abandon = self.missed.queue_abandoned
+        self.acd.on_preempt_callback = self.missed.preempted_to_callback
+        self.missed.acd = self.acd
+        ua.observers.append(self.missed)
         directory = FileDirectory.load(Path(cfg.directory.file)) if cfg.directory.file else FileDirectory()
         self.flows = FlowService(
             config=cfg,
@@ -167,14 +191,25 @@ class Engine:
             ua=ua,
             store=FlowStore(self.db),
             tts=SpeechSynthesizer(Path(cfg.flows.tts_cache or data_dir / "tts")),
-            queues=self.queues,
+            queues=self.acd,
             directory=directory,
             callbacks=self.callbacks,
             recordings_root=Path(cfg.recordings.root),
+            on_ivr_abandon=self.missed.ivr_abandoned,
         )
         await self.flows.start()
         ua.inbound.flows = self.flows
         ua.observers.append(_FlowObserver(self.flows))
+        missed = self.missed
+        self.acd_connector = SipConnector(
+            ua, self.media, self.flows, ring_timeout=cfg.acd.ring_timeout, keepalive=cfg.acd.keepalive,
+            acd=self.acd,
+            create_callback=lambda call, reason, source: missed.callback_for(call, reason, source))
+        self.acd.connector = self.acd_connector
+        self.dialler = CallbackDialler(ua, self.media, self.acd, self.callbacks, retry=list(cfg.acd.callback_retry),
+                                       max_attempts=cfg.acd.callback_attempts, ring_timeout=cfg.acd.ring_timeout * 2)
+        self.acd_connector.start()
+        self.acd.start()
         for trunk in ua.trunks.trunks.values():
             if trunk.register:
                 reg = TrunkRegistration(ua, trunk)
@@ -228,8 +263,16 @@ class Engine:
                 ua.close()
             if self.flows is not None:
                 self.flows.stop()
+            if self.acd is not None:
+                self.acd.stop()
+            if self.acd_connector is not None:
+                self.acd_connector.stop()
+            if self.missed is not None:
+                await self.missed.drain()
             if self.callbacks is not None:
                 await self.callbacks.drain()
+            if self.acd_events is not None:
+                await self.acd_events.close()
             if self.media is not None:
                 self.media.stop()  # closes every leg and finalises their recordings
             if self.transport is not None:
@@ -242,3 +285,20 @@ class Engine:
         finally:
             self._stopping.set_result(None)
 
+
+
+def build_distributor(cfg: Config, clock: Any, events: Any) -> Distributor:
+    """The ACD from the configuration: queues, operators (in their start state) and settings."""
+    queues = [QueueSettings(
+        name=q.name, display_name=q.display_name or q.name, strategy=q.strategy, skills=dict(q.skills),
+        priority=q.priority, service_level=q.service_level, max_wait=q.max_wait, overflow=q.overflow,
+        aging=q.aging, rejoin_window=q.rejoin_window, announce_position=q.announce_position,
+        announce_wait=q.announce_wait, announce_every=q.announce_every, music=q.music) for q in cfg.queues]
+    now = clock.seconds()
+    operators = [Operator(
+        name=o.name, display_name=o.display_name or o.name, phone=o.phone, user=o.user, skills=dict(o.skills),
+        queues=dict(o.queues), wrap_up=o.wrap_up, state=OperatorState(o.start), since=now, idle_since=now)
+        for o in cfg.operators]
+    settings = AcdSettings(seize_after=cfg.acd.seize_after, victim=cfg.acd.victim, on_preempt=cfg.acd.on_preempt,
+                           ring_timeout=cfg.acd.ring_timeout, max_missed=cfg.acd.max_missed)
+    return Distributor(clock, None, queues=queues, operators=operators, settings=settings, events=events)

@@ -1,4 +1,5 @@
-"""The ``callcenter`` command: ``serve``, ``config check``, ``calls recent``, ``users hash-password``."""
+"""The ``callcenter`` command: ``serve``, ``config check``, ``calls recent``, ``flows …``, ``stats``,
+``users hash-password``."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     from callcenter.ivr import commands as flow_commands
 
     flow_commands.add_parser(sub, config_arg)
+
+    from callcenter.stats import commands as stats_commands
+
+    stats_commands.add_parser(sub, config_arg)
 
     users = sub.add_parser("users", help="desktop and API users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from callcenter.ivr import commands as flow_commands
 
         return flow_commands.run(args, config)
+    if args.command == "stats":
+        from callcenter.stats import commands as stats_commands
+
+        return stats_commands.run(args, config)
     return 2
 
 

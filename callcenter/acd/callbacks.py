@@ -69,6 +69,68 @@ class CallbackTasks:
             log.info("acd.callback.reached", call_id=call_id, tasks=closed, number=number)
         return closed
 
+    # -- dialling (callcenter.acd.dialler) -------------------------------------------------------------
+    async def start_attempt(self, task_id: int, operator: str) -> CallbackTask | None:
+        """open → dialling, one more attempt; None when the task is not open."""
+        now = dt.datetime.now(dt.UTC)
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            task = await session.get(CallbackTask, task_id, with_for_update=True)
+            if task is None or task.state != "open":
+                return None
+            task.state, task.attempts = "dialling", task.attempts + 1
+            task.last_attempt_at, task.operator = now, operator
+            return task
+
+    async def attempt_failed(self, task_id: int, outcome: str, *, retry: list[float], counted: bool = True,
+                             max_attempts: int = 0) -> None:
+        """dialling → open; the next attempt is due after the backoff for this attempt's number."""
+        now = dt.datetime.now(dt.UTC)
+        async with AsyncSession(self.engine) as session, session.begin():
+            task = await session.get(CallbackTask, task_id, with_for_update=True)
+            if task is None or task.state != "dialling":
+                return
+            if not counted:
+                task.attempts = max(0, task.attempts - 1)
+            wait = retry[min(max(task.attempts, 1), len(retry)) - 1] if retry else 0.0
+            task.state, task.due_at = "open", now + dt.timedelta(seconds=wait if counted else 0.0)
+            note = f"attempt {task.attempts}: {outcome}"
+            if max_attempts and task.attempts >= max_attempts:
+                note += f"; {task.attempts} attempts: a supervisor decides"
+            task.outcome = note[:255]
+        log.info("acd.callback.not_reached", task_id=task_id, outcome=outcome, counted=counted)
+
+    async def attempt_reached(self, task_id: int) -> None:
+        """dialling → open, waiting for the operator to complete or close it with the result."""
+        async with AsyncSession(self.engine) as session, session.begin():
+            task = await session.get(CallbackTask, task_id, with_for_update=True)
+            if task is None or task.state != "dialling":
+                return
+            task.state = "open"
+            task.outcome = f"reached on attempt {task.attempts}: complete or close it with the result"
+        log.info("acd.callback.reached_elder", task_id=task_id)
+
+    async def finish(self, task_id: int, *, state: str, outcome: str, by: str) -> CallbackTask | None:
+        """The only way a task ends: "completed" or "closed", with the outcome (a reason) and who."""
+        if state not in ("completed", "closed"):
+            raise ValueError("a task ends as completed or closed")
+        now = dt.datetime.now(dt.UTC)
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            task = await session.get(CallbackTask, task_id, with_for_update=True)
+            if task is None or task.state != "open":
+                return None
+            task.state, task.closed_at = state, now
+            task.outcome = f"{outcome} ({by})"[:255]
+            task.operator = task.operator or by
+        log.info("acd.callback.finished", task_id=task_id, state=state, outcome=outcome, by=by,
+                 call_id=task.call_id)
+        return task
+
+    async def tasks(self, *, states: tuple[str, ...] = ("open", "dialling"), limit: int = 200) -> list[CallbackTask]:
+        async with AsyncSession(self.engine) as session:
+            rows = await session.scalars(select(CallbackTask).where(CallbackTask.state.in_(states))
+                                         .order_by(CallbackTask.due_at, CallbackTask.id).limit(limit))
+            return list(rows)
+
     async def open_tasks(self, limit: int = 100) -> list[CallbackTask]:
         async with AsyncSession(self.engine) as session:
             rows = await session.scalars(select(CallbackTask).where(CallbackTask.state == "open")

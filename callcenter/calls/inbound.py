@@ -115,6 +115,8 @@ class InboundCalls(CallHandler):
         refusal: tuple[int, str] | None = None
         if trunk is not None:
             admission = trunk.admit(route.emergency)
+            if admission is not Admission.ACCEPT and route.emergency and ua.seize_trunk_channel(trunk, call_id):
+                admission = Admission.ACCEPT  # an outbound non-emergency call gave its channel up
             if admission is Admission.BUSY:
                 refusal = (486, "Busy Here (channels reserved for emergencies)")
             elif admission is Admission.FULL:

@@ -81,7 +81,8 @@ class OutboundCalls(CallHandler):
         trunk = ua.trunks.for_outbound(trunk_name)
         if trunk is None:
             raise OutboundError(f"no outbound trunk named {trunk_name!r}" if trunk_name else "no outbound trunk")
-        if trunk.admit(emergency=emergency) is not Admission.ACCEPT:
+        if trunk.admit(emergency=emergency) is not Admission.ACCEPT and not (
+                emergency and ua.seize_trunk_channel(trunk, number)):
             kind = "" if emergency else "non-emergency "
             raise OutboundError(f"trunk {trunk.name} has no free {kind}channel")
         local_host = ua.local(trunk.transport)[0]

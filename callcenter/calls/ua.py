@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from callcenter.calls.model import Call
+from callcenter.calls.model import Call, EndReason
 from callcenter.calls.trunks import TrunkSet
 from callcenter.net.flood import FloodGuard
 from callcenter.sip.clock import Clock
@@ -101,6 +101,7 @@ class UserAgentCore:
             "auth_failures": 0,
             "registrations": 0,
             "rejected_shutdown": 0,
+            "trunk_seized": 0,
         }
         # Set by the composition root: the call handlers.
         from callcenter.calls.inbound import InboundCalls
@@ -285,6 +286,21 @@ class UserAgentCore:
             self._notify("registration_changed", b.aor, b.contact, 0)
             self._refresh_exemption(b.source[1])
         self._expiry_timer = self.clock.callLater(30, self._expire_bindings)
+
+    def seize_trunk_channel(self, trunk: Any, for_call: str) -> bool:
+        """Line seize on a trunk: an emergency needs a channel and every one is taken, so the newest outbound
+        non-emergency call (a callback, a campaign call) is ended and its channel handed over now."""
+        victims = [c for c in (self.calls.get(cid) for cid in trunk.active_calls)
+                   if c is not None and c.direction == "outbound" and not c.emergency and c.active]
+        if not victims:
+            return False
+        victim = max(victims, key=lambda c: c.started_at)
+        trunk.active_calls.discard(victim.call_id)
+        self.counters["trunk_seized"] += 1
+        log.warning("trunk.channel.seized", call_id=victim.call_id, trunk=trunk.name, for_call=for_call,
+                    number=victim.dialled)
+        self.outbound.hangup(victim, EndReason.LOCAL_BYE)
+        return True
 
     def lookup_contacts(self, username: str) -> list[tuple[str, Address]]:
         """Where to reach a registered phone or terminal: (contact URI, signalling address)."""

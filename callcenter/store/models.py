@@ -156,7 +156,8 @@ class CallbackTask(Base):
 
     ``source`` is "ivr" | "abandoned" | "missed" | "operator"; ``state`` goes "open" → "dialling" →
     "completed" (reached) or "closed" (given up or handled otherwise, ``outcome`` says how). ``attempts``
-    counts dial attempts; ``due_at`` is when the next one may start. The ACD extends this table."""
+    counts dial attempts (the latest at ``last_attempt_at``); ``due_at`` is when the next one may start. The ACD
+    fills ``queue`` (where the call waited) and ``operator`` (who took the task)."""
 
     __tablename__ = "callback_tasks"
 
@@ -174,6 +175,32 @@ class CallbackTask(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     outcome: Mapped[str | None] = mapped_column(String(255))
     flow: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))  # the queue the call waited in (ACD sources)
+    operator: Mapped[str | None] = mapped_column(String(64))  # who took the task or dials it
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     def __repr__(self) -> str:
         return f"<CallbackTask {self.id} {self.number} {self.state} {self.source}>"
+
+
+class QueueEventRow(Base):
+    """One event of the ACD's queue event log (:class:`callcenter.acd.events.QueueEvent`), appended by
+    :class:`callcenter.acd.eventlog.QueueEventWriter`; the statistics are computed from these rows only.
+    ``at`` is the event time in UTC, ``node`` the engine node that recorded it. Code only ever inserts."""
+
+    __tablename__ = "queue_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    call_id: Mapped[str] = mapped_column(String(255), index=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    priority: Mapped[str] = mapped_column(String(16))  # "emergency" | "urgent" | "normal"
+    operator: Mapped[str | None] = mapped_column(String(64), index=True)
+    wait: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(String(255))
+    node: Mapped[str | None] = mapped_column(String(64))
+
+    def __repr__(self) -> str:
+        return f"<QueueEventRow {self.id} {self.kind} {self.queue} {self.call_id}>"

@@ -324,6 +324,14 @@ EXPECTED_ROUTES = {
     ("GET", "/api/calls/{call_id}"): ALL_ROLES,
     ("DELETE", "/api/calls/{call_id}"): STAFF,
     ("POST", "/api/calls/{call_id}/parties"): STAFF,
+    ("GET", "/api/operators"): ALL_ROLES,
+    ("POST", "/api/operators/{name}/state"): STAFF,
+    ("GET", "/api/queues"): ALL_ROLES,
+    ("GET", "/api/callbacks"): ALL_ROLES,
+    ("POST", "/api/callbacks/{task_id}/dial"): STAFF,
+    ("POST", "/api/callbacks/{task_id}/close"): STAFF,
+    ("GET", "/api/stats"): {"supervisor", "auditor", "admin"},
+    ("GET", "/metrics"): {"supervisor", "admin"},
 }
 
 
@@ -337,9 +345,10 @@ def test_every_route_declares_roles_and_refuses_anonymous_users():
                 table[(route.method, route.resource.canonical)] = "public" if roles is PUBLIC else set(roles)
             if roles is PUBLIC:
                 continue
-            path = route.resource.canonical.replace("{call_id}", "some-call")
+            path = route.resource.canonical.replace("{call_id}", "some-call").replace("{name}", "op1")
+            path = path.replace("{task_id}", "1")
             response = await client.request(route.method, path, allow_redirects=False)
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == "/metrics":  # scripts and scrapers: 401, not a redirect
                 assert response.status == 401, (route.method, path)
                 if route.method != "HEAD":
                     assert "error" in await response.json()
