@@ -77,6 +77,8 @@ class QueueRequest:
     announcements: d.Announcements | None
     flow: str
     node: str
+    language: str = "cmn"  # the caller's (for what the queue says to them)
+    periodic: Utterance | None = None  # the node's announcements.prompt, rendered for this caller
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,11 @@ class FlowRunner:
                 rendered[skill] = self._text(template)
             except TemplateError as exc:
                 log.error("ivr.queue.skill_failed", call_id=self.call.call_id, skill=skill, error=str(exc))
-        return QueueRequest(queue, priority, level, rendered, max_wait, announcements, flow.name, name)
+        periodic = None
+        if announcements is not None and announcements.prompt is not None:
+            periodic = self._utterance(flow, announcements.prompt)
+        return QueueRequest(queue, priority, level, rendered, max_wait, announcements, flow.name, name,
+                            self.context.language, periodic)
 
     async def _node_queue(self, flow: CompiledFlow, name: str, node: d.QueueNode) -> str:
         self._step(flow, name, node, f"{node.queue} ({node.priority})")
@@ -393,6 +399,10 @@ class FlowRunner:
             self._step(flow, name, node, "max wait reached" if outcome.result == "timeout" else outcome.detail)
             return node.on_timeout
         _check_queued(node.queue, outcome)
+        if outcome.result == "timeout":  # max_wait with nowhere to go: end the call rather than leave it in limbo
+            self._step(flow, name, node, "max wait reached, no on_timeout")
+            self.call.hangup("queue max wait")
+            raise _Exit("hangup", f"{node.queue}: max wait")
         raise _Exit("queued", f"{node.queue}: {outcome.result}")
 
     async def _node_transfer(self, flow: CompiledFlow, name: str, node: d.TransferNode) -> str:

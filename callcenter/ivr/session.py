@@ -114,7 +114,9 @@ class SipFlowCall:
     def enqueue(self, request: QueueRequest) -> Deferred[QueueOutcome]:
         media, session = self.service.media, self._session
         self.call.priority = {"emergency": 0, "urgent": 1}.get(request.priority, 2) * 10 + (9 - request.level)
-        if request.announcements is None or request.announcements.music is not False:
+        queue = getattr(self.service.queues, "queues", {}).get(request.queue)
+        music = request.announcements.music if request.announcements is not None else None
+        if music is not False and (music or queue is None or queue.music):
             media.music_on_hold(session)
         return self.service.queues.enqueue(self.call_id, self.call.caller_number, request)
 
