@@ -16,6 +16,7 @@ from callcenter.acd.eventlog import QueueEventWriter
 from callcenter.acd.events import FanOut
 from callcenter.acd.missed import MissedCalls
 from callcenter.acd.operators import Operator, OperatorState
+from callcenter.acd.publish import AcdPublisher
 from callcenter.acd.router import AcdSettings, Distributor, QueueSettings
 from callcenter.acd.telephony import SipConnector
 from callcenter.bus.inprocess import InProcessBus
@@ -174,7 +175,7 @@ class Engine:
         self.acd_events = QueueEventWriter(self.db, node=cfg.engine.node_name)
         await self.acd_events.start()
         self.acd_metrics = QueueMetrics()
-        events = FanOut(self.acd_events, self.acd_metrics)
+        events = FanOut(self.acd_events, self.acd_metrics, AcdPublisher(self.bus, ua.calls.get))
         self.missed = MissedCalls(self.callbacks, calls=ua.calls.get, threshold=cfg.acd.abandon_threshold,
                                   events=events, now=self.reactor.seconds)
         events.sinks.append(self.missed)

@@ -75,8 +75,39 @@ class TrunkStateChanged(Event):
     active_calls: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStep(Event):
+    """A step of a queued call in the ACD (the queue event log's kinds: enter, offer, connect, abandon, …).
+
+    ``call.offered`` for the desktop's screen pop is the ``offer`` step: it names the operator whose phone
+    rings and carries who is calling (number, elder id, button) so the pop needs no second lookup."""
+
+    name: ClassVar[str] = "acd.step"
+    call_id: str
+    kind: str
+    queue: str
+    priority: str
+    operator: str | None = None
+    wait: float | None = None
+    detail: str = ""
+    caller: str | None = None
+    elder_id: int | None = None
+    button: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorStateChanged(Event):
+    name: ClassVar[str] = "acd.operator"
+    operator: str
+    old: str
+    new: str
+    reason: str | None = None
+    call_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.name: cls for cls in (CallStarted, CallAnswered, CallEnded, RegistrationChanged, TrunkStateChanged)
+    cls.name: cls for cls in (CallStarted, CallAnswered, CallEnded, RegistrationChanged, TrunkStateChanged,
+                              QueueStep, OperatorStateChanged)
 }
 
 
