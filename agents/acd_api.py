@@ -34,7 +34,7 @@ log = structlog.get_logger("agents.web")
 
 _STATES = ("available", "paused", "logged_out")
 _TASK_STATES = ("open", "dialling", "completed", "closed")
-_REASON = re.compile(r"^[\w\- .:/()\u4e00-\u9fff]{1,64}$")
+_REASON = re.compile(r"[\w\- .:/()\u4e00-\u9fff]{1,64}")
 
 
 def _engine_part(request: web.Request, name: str) -> Any:
@@ -101,7 +101,7 @@ async def api_operator_state(request: web.Request) -> web.StreamResponse:
     if state not in _STATES:
         raise ApiError(422, f"expected one of {', '.join(_STATES)}", field="state")
     reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or not _REASON.match(reason)):
+    if reason is not None and (not isinstance(reason, str) or not _REASON.fullmatch(reason)):
         raise ApiError(422, "expected 1-64 letters, digits, spaces or .-:/()", field="reason")
     if state == "paused" and reason is None:
         reason = "break"
@@ -168,7 +168,9 @@ async def api_callback_close(request: web.Request) -> web.StreamResponse:
     username = identity_of(request).user.username
     task = await tasks.finish(task_id, state=result, outcome=outcome.strip(), by=username)
     if task is None:
-        raise ApiError(409, "the task is not open (unknown, being dialled, or already ended)")
+        if await tasks.get(task_id) is None:
+            raise ApiError(404, "no callback task with this id")
+        raise ApiError(409, "the task is not open (being dialled, or already ended)")
     return web.json_response(_task_json(task))
 
 

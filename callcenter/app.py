@@ -172,6 +172,7 @@ class Engine:
         ua.inbound.routes = {r.number: Route(**r.model_dump()) for r in cfg.routing.numbers}
         ua.observers.append(CallRecorder(self.cdr, self.bus, node=cfg.engine.node_name))
         self.callbacks = CallbackTasks(self.db)
+        await self.callbacks.recover_dialling()
         self.acd_events = QueueEventWriter(self.db, node=cfg.engine.node_name)
         await self.acd_events.start()
         self.acd_metrics = QueueMetrics()
@@ -270,6 +271,8 @@ class Engine:
                 self.acd_connector.stop()
             if self.missed is not None:
                 await self.missed.drain()
+            if self.dialler is not None:
+                await self.dialler.drain()
             if self.callbacks is not None:
                 await self.callbacks.drain()
             if self.acd_events is not None:

@@ -505,7 +505,8 @@ class AcdConfig(_Section):
     max_missed: int = Field(3, ge=0, le=50)  # missed offers in a row before an operator is paused (0: never)
     keepalive: float = Field(30.0, ge=0, le=3600)  # in-dialog OPTIONS to both sides of a conversation (0: off)
     abandon_threshold: float = Field(3.0, ge=0, le=120)  # hang-ups sooner than this after calling get no task
-    callback_retry: list[float] = Field(default_factory=lambda: [300.0, 900.0, 3600.0])  # backoff, seconds
+    callback_retry: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = Field(
+        default_factory=lambda: [300.0, 900.0, 3600.0], min_length=1)  # backoff before each next attempt, seconds
     callback_attempts: int = Field(5, ge=1, le=50)  # then the task stays open, marked for a supervisor
 
 

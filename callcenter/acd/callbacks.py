@@ -93,7 +93,8 @@ class CallbackTasks:
                 task.attempts = max(0, task.attempts - 1)
             wait = retry[min(max(task.attempts, 1), len(retry)) - 1] if retry else 0.0
             task.state, task.due_at = "open", now + dt.timedelta(seconds=wait if counted else 0.0)
-            note = f"attempt {task.attempts}: {outcome}"
+            note = f"attempt {task.attempts}: {outcome}" if counted else \
+                f"not dialled ({outcome}); {task.outcome or ''}".rstrip("; ")
             if max_attempts and task.attempts >= max_attempts:
                 note += f"; {task.attempts} attempts: a supervisor decides"
             task.outcome = note[:255]
@@ -125,11 +126,26 @@ class CallbackTasks:
                  call_id=task.call_id)
         return task
 
+    async def get(self, task_id: int) -> CallbackTask | None:
+        async with AsyncSession(self.engine) as session:
+            return await session.get(CallbackTask, task_id)
+
     async def tasks(self, *, states: tuple[str, ...] = ("open", "dialling"), limit: int = 200) -> list[CallbackTask]:
         async with AsyncSession(self.engine) as session:
             rows = await session.scalars(select(CallbackTask).where(CallbackTask.state.in_(states))
                                          .order_by(CallbackTask.due_at, CallbackTask.id).limit(limit))
             return list(rows)
+
+    async def recover_dialling(self) -> int:
+        """At start: tasks left "dialling" by a stop or crash go back to "open" (the attempt is kept)."""
+        async with AsyncSession(self.engine) as session, session.begin():
+            rows = list(await session.scalars(select(CallbackTask).where(CallbackTask.state == "dialling")))
+            for task in rows:
+                task.state = "open"
+                task.outcome = f"attempt {task.attempts} interrupted (engine stopped)"
+        if rows:
+            log.warning("acd.callback.recovered", tasks=[int(t.id) for t in rows])
+        return len(rows)
 
     async def open_tasks(self, limit: int = 100) -> list[CallbackTask]:
         async with AsyncSession(self.engine) as session:

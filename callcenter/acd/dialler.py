@@ -13,6 +13,7 @@ reason (:meth:`CallbackTasks.finish`).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ class CallbackDialler:
     max_attempts: int
     ring_timeout: float = 30.0
     attempts: dict[int, Attempt] = field(default_factory=dict)  # task id → the attempt in progress
+    _updates: set[asyncio.Future[None]] = field(default_factory=set, repr=False)  # task rows being written
 
     async def dial(self, task_id: int, operator_name: str) -> Attempt:
         operator = self.acd.operators.get(operator_name)
@@ -69,6 +71,8 @@ class CallbackDialler:
             raise DialError(409, "this task is being dialled")
         task = await self.tasks.start_attempt(task_id, operator_name)
         if task is None:
+            if await self.tasks.get(task_id) is None:
+                raise DialError(404, f"no callback task {task_id}")
             raise DialError(409, "the task is not open (completed, closed or being dialled)")
         attempt = Attempt(task_id, task.number, operator_name)
         try:
@@ -150,10 +154,19 @@ class CallbackDialler:
         else:
             job = self.tasks.attempt_failed(attempt.task_id, outcome, retry=self.retry, counted=counted,
                                             max_attempts=self.max_attempts)
-        Deferred.fromCoroutine(job).addErrback(
+        # the database work runs on asyncio (aiosqlite futures): a Deferred cannot drive it directly
+        update = asyncio.ensure_future(job)
+        self._updates.add(update)
+        update.add_done_callback(self._updates.discard)
+        Deferred.fromFuture(update).addErrback(
             lambda failure: log.error("acd.callback.update_failed", task_id=attempt.task_id,
                                       error=str(failure.value)))
         log.info("acd.callback.attempt_ended", task_id=attempt.task_id, outcome=outcome, reached=attempt.reached)
+
+    async def drain(self) -> None:
+        """Wait for the task updates of finished attempts (at shutdown, and in tests)."""
+        while self._updates:
+            await asyncio.gather(*list(self._updates), return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
         return {str(k): {"number": a.number, "operator": a.operator, "reached": a.reached}

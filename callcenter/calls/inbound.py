@@ -113,10 +113,11 @@ class InboundCalls(CallHandler):
             self._reject(request, stx, 404, reason, self._new_call(request, source, number or "", trunk_name, None))
             return
         refusal: tuple[int, str] | None = None
+        seize = False
         if trunk is not None:
             admission = trunk.admit(route.emergency)
-            if admission is not Admission.ACCEPT and route.emergency and ua.seize_trunk_channel(trunk, call_id):
-                admission = Admission.ACCEPT  # an outbound non-emergency call gave its channel up
+            if admission is not Admission.ACCEPT and route.emergency and ua.trunk_seize_victim(trunk) is not None:
+                admission, seize = Admission.ACCEPT, True  # once the call is sure to go ahead (below)
             if admission is Admission.BUSY:
                 refusal = (486, "Busy Here (channels reserved for emergencies)")
             elif admission is Admission.FULL:
@@ -150,6 +151,8 @@ class InboundCalls(CallHandler):
             self._reject(request, stx, 400, f"Bad Request (SDP: {exc})", call)
             return
         if trunk is not None:
+            if seize:  # an outbound non-emergency call gives its channel up to this emergency
+                ua.seize_trunk_channel(trunk, call_id)
             trunk.active_calls.add(call_id)
         self.counters["offered"] += 1
         local_tag = leg.local_tag = new_tag()

@@ -287,14 +287,22 @@ class UserAgentCore:
             self._refresh_exemption(b.source[1])
         self._expiry_timer = self.clock.callLater(30, self._expire_bindings)
 
+    def trunk_seize_victim(self, trunk: Any) -> Call | None:
+        """The call an emergency would take the channel of: the newest outbound non-emergency call (a
+        callback, a campaign call), never one helping an emergency caller."""
+        # a transfer or third party of an emergency caller (family, care station) is help for that emergency
+        helping = {id(p) for c in self.calls.values() if c.emergency for p in [c.linked, *c.parties] if p is not None}
+        victims = [c for c in (self.calls.get(cid) for cid in trunk.active_calls)
+                   if c is not None and c.direction == "outbound" and not c.emergency and c.active
+                   and id(c) not in helping and not (c.linked is not None and c.linked.emergency)]
+        return max(victims, key=lambda c: c.started_at) if victims else None
+
     def seize_trunk_channel(self, trunk: Any, for_call: str) -> bool:
         """Line seize on a trunk: an emergency needs a channel and every one is taken, so the newest outbound
-        non-emergency call (a callback, a campaign call) is ended and its channel handed over now."""
-        victims = [c for c in (self.calls.get(cid) for cid in trunk.active_calls)
-                   if c is not None and c.direction == "outbound" and not c.emergency and c.active]
-        if not victims:
+        non-emergency call is ended and its channel handed over now."""
+        victim = self.trunk_seize_victim(trunk)
+        if victim is None:
             return False
-        victim = max(victims, key=lambda c: c.started_at)
         trunk.active_calls.discard(victim.call_id)
         self.counters["trunk_seized"] += 1
         log.warning("trunk.channel.seized", call_id=victim.call_id, trunk=trunk.name, for_call=for_call,
