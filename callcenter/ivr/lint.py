@@ -35,6 +35,8 @@ Codes (errors unless marked *warning*):
 ``long-prompt``        *warning*: a menu prompt longer than :data:`LONG_MENU_PROMPT` characters
 ``missing-language``   *warning*: texts per language without the flow's language
 ``unknown-button``     *warning*: a condition compares ``button`` with a name that is not a button
+``emergency-max-wait`` *warning*: an emergency queue node with ``max_wait``: an emergency should never give up
+``max-wait-no-exit``   *warning*: ``max_wait`` without ``on_timeout``: the call is hung up when it passes
 =====================  ==================================================================================
 """
 
@@ -252,6 +254,7 @@ class _Linter:
         self.templates()
         self.prompt_files()
         self.references()
+        self.queue_waits()
         self.subflows()
         self.menus()
         return sorted(self.issues, key=_sort_key)
@@ -396,6 +399,19 @@ class _Linter:
                 if isinstance(node, d.QueueNode | d.TransferNode | d.SubflowNode):
                     self.add(("nodes", name, attribute), f"unknown {attribute} '{value}'"
                                                          f"{_did_you_mean(value, known, what)}", code)
+
+    def queue_waits(self) -> None:
+        for name, node in self.nodes.items():
+            if not isinstance(node, d.QueueNode) or node.max_wait is None:
+                continue
+            if node.priority == "emergency":
+                self.add(("nodes", name, "max_wait"), "an emergency with max_wait: an emergency caller should wait "
+                                                      "for an operator, however long it takes (the ACD seizes one)",
+                         "emergency-max-wait", "warning", at_key=True)
+            elif node.on_timeout is None:
+                self.add(("nodes", name, "max_wait"), "max_wait without on_timeout: the call is hung up when the "
+                                                      "wait passes (say where it should go instead)",
+                         "max-wait-no-exit", "warning", at_key=True)
 
     def subflows(self) -> None:
         own = frozenset(n.flow for n in self.nodes.values() if isinstance(n, d.SubflowNode))

@@ -233,6 +233,10 @@ _RULES: list[tuple[str, str | Callable[[re.Match[str]], str | None]]] = [
     (r"unknown queue '(?P<v>.*?)'" + _T, "未知的队列 '{v}'{tail}"),
     (r"unknown flow '(?P<v>.*?)'" + _T, "未知的流程 '{v}'{tail}"),
     (r"unknown trunk '(?P<v>.*?)'" + _T, "未知的中继线路 '{v}'{tail}"),
+    (r"an emergency with max_wait: an emergency caller should wait for an operator, however long it takes \(the "
+     r"ACD seizes one\)", "紧急呼叫设置了 max_wait（最长等待）：紧急来电应该一直等到话务员接听（排队机会抢线）"),
+    (r"max_wait without on_timeout: the call is hung up when the wait passes \(say where it should go instead\)",
+     "设置了 max_wait（最长等待）却没有 on_timeout：等待超时后通话会被挂断（请写明超时后去哪里）"),
     (r"recursive subflow: (?P<path>.*): a flow cannot run itself as a subflow \(the calls would never end\)",
      "子流程循环调用：{path}，流程不能把自己当作子流程运行（会无限调用下去）"),
     (r"'return' in a flow that no flow runs as a subflow: when this flow is called directly, the call ends here",

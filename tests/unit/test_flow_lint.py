@@ -58,6 +58,10 @@ EXPECTED: dict[str, list[tuple[int | None, int | None, str, str]]] = {
     "unknown_subflow.yaml": [(5, 11, "unknown-flow", "unknown flow 'identify_calller' — did you mean "
                                                      "'identify_caller'?")],
     "recursive_subflow.yaml": [(6, 11, "recursive-subflow", "recursive_subflow → ask_pin → recursive_subflow")],
+    "queue_max_wait.yaml": [
+        (10, 5, "!emergency-max-wait", "an emergency caller should wait for an operator"),
+        (15, 5, "!max-wait-no-exit", "the call is hung up when the wait passes"),
+    ],
     "invalid_yaml_tab.yaml": [(3, 1, "yaml", "found character '\\t' that cannot start any token")],
     "invalid_yaml_indent.yaml": [(5, 4, "yaml", "expected <block end>")],
     "duplicate_key.yaml": [(7, 3, "yaml", "duplicate key 'welcome' (first on line 3)")],
