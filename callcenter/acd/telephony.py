@@ -43,6 +43,10 @@ PREEMPTED_CALLBACK = {
     "cmn": "对不起，有一个紧急呼叫需要优先处理，我们稍后会给您回电话，再见。",
     "yue": "對唔住，有一個緊急電話要優先處理，我哋稍後會覆你電話，再見。",
 }
+OPERATOR_LOST = {
+    "cmn": "对不起，线路出现了问题，请稍候，正在为您转接其他话务员。",
+    "yue": "對唔住，線路出咗問題，請稍等，而家幫你轉駁其他接線員。",
+}
 OVERFLOW_CALLBACK = {
     "cmn": "现在话务员都在忙，我们已经记下您的电话，会尽快给您回电话，再见。",
     "yue": "而家接線員都好忙，我哋已經記低你嘅電話，會盡快覆你，再見。",
@@ -75,10 +79,12 @@ class SipConnector:
     flows: Any  # callcenter.ivr.service.FlowService: TTS, directory, voicemail, callbacks
     ring_timeout: float = 15.0
     keepalive: float = 30.0
+    speech_rate: int = 150  # words per minute of the ACD's own sentences (the flows' default voice rate)
     acd: Distributor | None = None
     create_callback: Callable[[QueuedCall, str, str], None] | None = None  # (call, reason, source)
     phones: dict[int, Call] = field(default_factory=dict)  # offer id → the operator phone's call
     talking: dict[str, Call] = field(default_factory=dict)  # caller call id → operator phone's call
+    lost_phones: set[str] = field(default_factory=set)  # phone calls that stopped answering keepalives
     _keepalive_timer: Any = None
 
     # -- life cycle -----------------------------------------------------------------------------------
@@ -172,6 +178,13 @@ class SipConnector:
             return  # released on purpose (pre-emption, withdrawn offer)
         del self.talking[caller_id]
         caller = self.ua.calls.get(caller_id)
+        if phone.call_id in self.lost_phones:
+            self.lost_phones.discard(phone.call_id)
+            if caller is not None and caller.active:
+                caller.linked = None
+                self.acd.operator_lost(caller_id)
+                self._say(offer.call, caller, OPERATOR_LOST, then="music")
+                return
         log.info("acd.operator.hung_up", call_id=caller_id, operator=offer.operator.name,
                  phone_call_id=phone.call_id)
         self.acd.conversation_ended(caller_id)
@@ -203,12 +216,20 @@ class SipConnector:
         self._say(call, caller, texts, then="music" if requeued else "hangup")
 
     def announce(self, call: QueuedCall, position: int, wait_estimate: float | None) -> None:
+        """Position / expected wait (if the queue or the node asks for them), then the node's own prompt."""
         caller = self._caller(call)
         if caller is None:
             return
-        minutes = None if wait_estimate is None else max(1, round(wait_estimate / 60))
-        language = self._language(call)
-        self._say(call, caller, {language: position_text(language, position, minutes)}, then="music")
+        utterances = []
+        if position or wait_estimate is not None:
+            minutes = None if wait_estimate is None else max(1, round(wait_estimate / 60))
+            language = self._language(call)
+            text = position_text(language, position, minutes)
+            utterances.append(Utterance(text, None, language, self.speech_rate))
+        if call.request.periodic is not None:
+            utterances.append(call.request.periodic)
+        if utterances:
+            self._play_then(call, caller, utterances, then="music")
 
     def overflow(self, call: QueuedCall, target: str) -> None:
         caller = self._caller(call)
@@ -224,30 +245,34 @@ class SipConnector:
     def _say(self, call: QueuedCall, caller: Call, texts: dict[str, str], *, then: str) -> None:
         language = self._language(call)
         text = texts.get(language) or texts.get("cmn") or next(iter(texts.values()))
-        job = ensureDeferred(self._say_then(call, caller, Utterance(text, None, language, 0), then))
+        self._play_then(call, caller, [Utterance(text, None, language, self.speech_rate)], then=then)
+
+    def _play_then(self, call: QueuedCall, caller: Call, utterances: list[Utterance], *, then: str) -> None:
+        job = ensureDeferred(self._say_then(call, caller, utterances, then))
         job.addErrback(lambda failure: failure.trap(CancelledError))
         job.addErrback(lambda failure: log.error("acd.announce.failed", call_id=call.call_id,
                                                  error=str(failure.value)))
 
-    async def _say_then(self, call: QueuedCall, caller: Call, utterance: Utterance, then: str) -> None:
+    async def _say_then(self, call: QueuedCall, caller: Call, utterances: list[Utterance], then: str) -> None:
         session = caller.caller_leg.media
-        prompt = await self.flows.prompt_for(utterance, call_id=call.call_id)
+        prompts = [await self.flows.prompt_for(u, call_id=call.call_id) for u in utterances]
         if session is None or not caller.active or not self.media.is_open(session):
             return
         if caller.linked is not None:
             return  # connected meanwhile: say nothing over the operator
         self.media.stop_playing(session)
-        if prompt is not None:
-            playback = self.media.play(session, prompt, barge_in=False)
-            if then == "music":
-                self.media.music_on_hold(session)  # queued after the sentence
-                return
+        playback = None
+        for prompt in prompts:
+            if prompt is not None:
+                playback = self.media.play(session, prompt, barge_in=False)
+        if then == "music":
+            if call.queue.music:
+                self.media.music_on_hold(session)  # queued after the sentences
+            return
+        if playback is not None:
             done: Deferred[None] = Deferred()
             playback.add_done_callback(lambda *_: None if done.called else done.callback(None))
             await done
-        elif then == "music":
-            self.media.music_on_hold(session)
-            return
         if not caller.active:
             return
         if then == "hangup":
@@ -277,6 +302,8 @@ class SipConnector:
         def lost(status: int | None) -> None:
             if call.active:
                 log.warning("acd.keepalive.lost", call_id=call.call_id, status=status)
+                if call.direction == "outbound":
+                    self.lost_phones.add(call.call_id)
                 handler.end(call, EndReason.TIMEOUT, ended_by="engine")
 
         def on_response(resp: Any) -> None:
