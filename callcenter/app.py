@@ -180,6 +180,7 @@ class Engine:
         self.missed = MissedCalls(self.callbacks, calls=ua.calls.get, threshold=cfg.acd.abandon_threshold,
                                   events=events, now=self.reactor.seconds)
         events.sinks.append(self.missed)
+        await self.missed.load()
         self.acd = build_distributor(cfg, self.reactor, events)
         self.acd.on_abandon = self.missed.queue_abandoned
         self.acd.on_preempt_callback = self.missed.preempted_to_callback

@@ -164,7 +164,7 @@ def serve(config: Config) -> int:
     """Run the engine until SIGTERM/SIGINT, on Twisted's asyncio reactor (one loop for everything)."""
     from callcenter.logs import configure_logging
 
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, config.logging.format, cache_loggers=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     from twisted.internet import asyncioreactor

@@ -147,6 +147,12 @@ class CallbackTasks:
             log.warning("acd.callback.recovered", tasks=[int(t.id) for t in rows])
         return len(rows)
 
+    async def open_numbers(self, sources: tuple[str, ...]) -> set[str]:
+        async with AsyncSession(self.engine) as session:
+            rows = await session.scalars(select(CallbackTask.number).where(
+                CallbackTask.state.in_(("open", "dialling")), CallbackTask.source.in_(sources)).distinct())
+            return set(rows)
+
     async def open_tasks(self, limit: int = 100) -> list[CallbackTask]:
         async with AsyncSession(self.engine) as session:
             rows = await session.scalars(select(CallbackTask).where(CallbackTask.state == "open")

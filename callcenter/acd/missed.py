@@ -43,6 +43,8 @@ class MissedCalls:
         self.acd: Distributor | None = None
         self.counters = {"abandoned": 0, "ivr_abandoned": 0, "missed": 0, "reached": 0, "ignored": 0}
         self._pending: set[asyncio.Task[Any]] = set()
+        # numbers that may have open abandoned/missed tasks: a connected caller not in here costs no query
+        self.numbers_with_tasks: set[str] = set()
 
     # -- hooks ----------------------------------------------------------------------------------------
     def queue_abandoned(self, queued: QueuedCall, wait: float) -> None:
@@ -105,7 +107,8 @@ class MissedCalls:
         if event.kind != "connect" or self.acd is None:
             return
         queued = self.acd.calls.get(event.call_id)
-        if queued is not None and queued.caller_number:
+        if queued is not None and queued.caller_number in self.numbers_with_tasks:
+            self.numbers_with_tasks.discard(queued.caller_number)
             self._spawn(self._reached(queued.caller_number, event.call_id))
 
     def record(self, event: QueueEvent) -> None:
@@ -117,6 +120,7 @@ class MissedCalls:
         if not number or number.lower() in ("anonymous", "unknown"):
             log.warning("acd.callback.no_number", call_id=call_id, reason=reason)
             return
+        self.numbers_with_tasks.add(number)
         self._spawn(self._write(call_id, number, elder_id, reason, source, queue, priority))
 
     async def _write(self, call_id: str, number: str, elder_id: int | None, reason: str, source: str,
@@ -144,6 +148,10 @@ class MissedCalls:
         task = asyncio.ensure_future(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def load(self) -> None:
+        """At start: the numbers with open abandoned/missed tasks from before."""
+        self.numbers_with_tasks |= await self.tasks.open_numbers(("abandoned", "missed"))
 
     async def drain(self) -> None:
         while self._pending:

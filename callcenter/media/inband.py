@@ -40,6 +40,7 @@ second of DTMF plus about 40 us per verified candidate.
 from __future__ import annotations
 
 import cmath
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -112,15 +113,7 @@ class InbandDetector:
         self.stats = InbandStats()
         hop = self._hop = max(1, round(HOP_8K * sample_rate / 8000))
         size = self._size = 2 * hop
-        omega = 2 * np.pi * np.array(ROW_FREQS + COL_FREQS) / sample_rate
-        self._omega = omega.tolist()
-        angle = np.outer(np.arange(size), omega)
-        rect = np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
-        self._hann = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-        # Hann part scaled by 2 so that a tone of amplitude A reads A*size/2 in both parts.
-        window = np.concatenate([rect, 2 * rect * self._hann[:, None]], axis=1)  # (size, 32)
-        # A window is two hops: its DFT is the first hop's part plus the second hop's part.
-        self._kernel = np.ascontiguousarray(np.concatenate([window[:hop], window[hop:]], axis=1), dtype=np.float32)
+        self._omega, self._hann, self._kernel = _kernel(sample_rate, hop)
         amplitude = 32768.0 * 10 ** ((min_level_dbm0 - DBM0_FULL_SCALE_SINE) / 20)
         self._min_power = (amplitude * size / 2) ** 2
         self._min_energy = amplitude**2 * size
@@ -306,3 +299,20 @@ class InbandDetector:
 
     def _duration_ms(self) -> int:
         return round((self._run_len + 1) * self._hop * 1000 / self.sample_rate)
+
+
+@functools.lru_cache(maxsize=8)
+def _kernel(sample_rate: int, hop: int) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """The detector's DFT kernel, computed once per sample rate (every leg of every call has a detector)."""
+    size = 2 * hop
+    omega = 2 * np.pi * np.array(ROW_FREQS + COL_FREQS) / sample_rate
+    angle = np.outer(np.arange(size), omega)
+    rect = np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
+    hann = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    # Hann part scaled by 2 so that a tone of amplitude A reads A*size/2 in both parts.
+    window = np.concatenate([rect, 2 * rect * hann[:, None]], axis=1)  # (size, 32)
+    # A window is two hops: its DFT is the first hop's part plus the second hop's part.
+    kernel = np.ascontiguousarray(np.concatenate([window[:hop], window[hop:]], axis=1), dtype=np.float32)
+    hann.flags.writeable = False
+    kernel.flags.writeable = False
+    return omega.tolist(), hann, kernel

@@ -146,11 +146,14 @@ class StereoRecorder:
         if interval is not None and self._clock() - self._last_fsync >= interval:
             self._fsync()
 
-    def close(self) -> RecordingInfo:
-        """Flush, fsync and close; closing twice returns the same info."""
+    def close(self, *, sync: bool = True) -> RecordingInfo:
+        """Flush, fsync and close; closing twice returns the same info. With ``sync=False`` the caller fsyncs
+        (a duplicate of the descriptor taken before, in a thread: a close on the event loop never waits for
+        the disk)."""
         if self._fd is not None:
             self.flush()
-            self._fsync()
+            if sync:
+                self._fsync()
             os.close(self._fd)
             self._fd = None
         return _info(self.path, self._data_bytes)

@@ -407,7 +407,10 @@ class MediaService:
         if tap.after_tick in self.clock.after_tick:
             self.clock.after_tick.remove(tap.after_tick)
         setattr(leg, attribute, None)
-        info: RecordingInfo = tap.recorder.close()
+        fd = tap.recorder.duplicate_fd()
+        info: RecordingInfo = tap.recorder.close(sync=fd is None)
+        if fd is not None:  # the final fsync in a thread, like the periodic ones
+            self.reactor.callInThread(_fsync_and_close, [fd])
         log.info(event, call_id=caller.call_id, path=str(info.path), seconds=info.seconds)
         return info
 

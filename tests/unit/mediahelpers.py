@@ -64,6 +64,7 @@ class FakeReactor:
         self.bound: dict[int, FakeUdp] = {}
         self.busy = set(busy or ())
         self.interfaces: list[str] = []
+        self.in_thread: list[str] = []
 
     def listenUDP(self, port: int, protocol: Any, interface: str = "") -> FakeUdp:
         if port in self.bound or port in self.busy:
@@ -79,6 +80,11 @@ class FakeReactor:
 
     def seconds(self) -> float:
         return self.clock.seconds()
+
+    def callInThread(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Work the engine hands to a thread (fsync) runs at once here."""
+        self.in_thread.append(fn.__name__)
+        fn(*args, **kwargs)
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
