@@ -189,6 +189,7 @@ class Distributor:
         self._dispatching = False
         self._again = False
         self._sweeper: IDelayedCall | None = None
+        self.outbound: dict[str, str] = {}  # operator name → the outbound call (a callback) they are on
 
     # -- compatibility with the IVR's view of the queues ----------------------------------------------
     @property
@@ -227,7 +228,7 @@ class Distributor:
                 self.counters["recovered"] += 1
                 self.leave(call.call_id, "caller_hangup", fire=False)
         for operator in self.operators.values():
-            if operator.state in (OS.RESERVED, OS.TALKING):
+            if operator.state in (OS.RESERVED, OS.TALKING) and operator.name not in self.outbound:
                 call = self.calls.get(operator.call_id or "")
                 holding = call is not None and (call.operator is operator or
                                                 any(o.operator is operator for o in call.offers))
@@ -280,16 +281,18 @@ class Distributor:
 
     def _arm_call_timers(self, call: QueuedCall) -> None:
         max_wait = call.request.max_wait
-        if max_wait is not None:
+        # the flow's max_wait only while the flow waits: a requeued call (pre-empted, operator lost) was
+        # already "answered", and a "flow" timeout would drop it silently
+        if max_wait is not None and call.outcome is not None and not call.outcome.called:
             call.timers["max_wait"] = self.clock.callLater(max_wait, self._timeout, call, "flow")
         elif call.queue.max_wait is not None and call.queue.overflow is not None:
             call.timers["max_wait"] = self.clock.callLater(call.queue.max_wait, self._timeout, call,
                                                            call.queue.overflow)
         if call.emergency and self.settings.seize_after > 0:
             call.timers["seize"] = self.clock.callLater(self.settings.seize_after, self.dispatch)
-        if not call.emergency and (call.queue.announce_position or call.queue.announce_wait):
-            call.timers["announce"] = self.clock.callLater(min(15.0, call.queue.announce_every), self._announce,
-                                                           call)
+        position, wait, every = self._announcing(call)
+        if not call.emergency and (position or wait or call.request.periodic is not None):
+            call.timers["announce"] = self.clock.callLater(min(15.0, every), self._announce, call)
 
     def leave(self, call_id: str, result: str, *, fire: bool = True) -> QueuedCall | None:
         """The call leaves the ACD: the caller hung up ("caller_hangup"), or the engine took it away."""
@@ -313,12 +316,12 @@ class Distributor:
         return call
 
     def _remove(self, call: QueuedCall, result: str, *, fire: bool) -> None:
+        self.calls.pop(call.call_id, None)  # first: withdrawing its offers must not put it back on music
         for offer in list(call.offers):
             self._withdraw(offer, "caller_gone", count_miss=False)
         self._cancel_timers(call)
         if call in self.waiting:
             self.waiting.remove(call)
-        self.calls.pop(call.call_id, None)
         call.state = CallState.GONE
         self.counters["left"] += 1
         log.info("acd.call.left_queue", call_id=call.call_id, queue=call.queue.name, result=result,
@@ -417,8 +420,9 @@ class Distributor:
         now = self.clock.seconds()
         call_id, queue, priority = operator.wrap_call or ("", "", "normal")
         operator.wrap_call = None
-        self.events.record(QueueEvent(now, "wrapup", call_id, queue, priority, operator=operator.name,
-                                      seconds=round(now - operator.since, 3)))
+        if queue:  # not after an outbound callback: those are not queue calls
+            self.events.record(QueueEvent(now, "wrapup", call_id, queue, priority, operator=operator.name,
+                                          seconds=round(now - operator.since, 3)))
         if then is not None:
             operator.pending = None
             operator.transition(then, now, reason=reason)
@@ -452,6 +456,7 @@ class Distributor:
             return  # withdrawn meanwhile (the connector hangs the phone up)
         call, operator = offer.call, offer.operator
         self._drop_offer(offer)
+        call.state = CallState.CONNECTED  # first: withdrawing the other offers must not put it back on music
         for other in list(call.offers):
             self._withdraw(other, "answered_elsewhere", count_miss=False)
         now = self.clock.seconds()
@@ -533,7 +538,7 @@ class Distributor:
         call.state = CallState.GONE
         operator = call.operator
         now = self.clock.seconds()
-        talk = now - (call.connected_at or now)
+        talk = now - (now if call.connected_at is None else call.connected_at)
         self._event(call, "complete", operator=operator.name if operator else None, seconds=talk)
         if call.on_leave is not None:
             call.on_leave()
@@ -549,6 +554,66 @@ class Distributor:
         if call is not None:
             self._event(call, "transfer", operator=call.operator.name if call.operator else None, detail=target)
             self.conversation_ended(call_id)
+
+    # -- outbound calls (callbacks) --------------------------------------------------------------------
+    def begin_outbound(self, name: str, call_id: str) -> Operator:
+        """The operator dials out (a callback task): no queued call is offered meanwhile. Refused while
+        the operator is offered a call or talking."""
+        operator = self.operators[name]
+        if operator.state not in (OS.AVAILABLE, OS.PAUSED, OS.WRAP_UP):
+            raise ValueError(f"operator {name} is {operator.state.value}")
+        if operator.state is OS.WRAP_UP:
+            self._end_wrap_up(operator, then=OS.AVAILABLE)
+        resume = operator.state, operator.pause_reason
+        operator.transition(OS.RESERVED, self.clock.seconds())
+        operator.call_id = call_id
+        if resume[0] is OS.PAUSED and operator.pending is None:
+            operator.pending = (OS.PAUSED, resume[1])  # a paused operator who dials a callback stays paused
+        self.outbound[name] = call_id
+        return operator
+
+    def outbound_answered(self, name: str) -> None:
+        operator = self.operators[name]
+        if self.outbound.get(name) is not None and operator.state is OS.RESERVED:
+            operator.transition(OS.TALKING, self.clock.seconds())
+
+    def end_outbound(self, name: str) -> None:
+        """The outbound call ended: wrap-up after a conversation, else straight back."""
+        call_id = self.outbound.pop(name, None)
+        operator = self.operators[name]
+        if call_id is None or operator.call_id != call_id:
+            return
+        now = self.clock.seconds()
+        if operator.state is OS.TALKING and operator.wrap_up > 0:
+            operator.wrap_call = (call_id, "", "normal")
+            operator.transition(OS.WRAP_UP, now)
+            operator.call_id = None
+            operator.wrap_timer = self.clock.callLater(operator.wrap_up, self._end_wrap_up, operator)
+        elif operator.state in (OS.RESERVED, OS.TALKING):
+            self._operator_free(operator)
+        self.dispatch()
+
+    def operator_lost(self, call_id: str) -> None:
+        """The operator's phone vanished mid-call (no answer to keepalives): the operator is paused
+        ("phone_lost") and the caller waits again at the head of their class."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.CONNECTED:
+            return
+        operator = call.operator
+        now = self.clock.seconds()
+        self._event(call, "complete", operator=operator.name if operator else None,
+                    seconds=now - (now if call.connected_at is None else call.connected_at),
+                    detail="operator_lost")
+        if operator is not None and operator.call_id == call_id:
+            operator.pending = (OS.PAUSED, "phone_lost")
+            self._operator_free(operator)
+        call.operator, call.connected_at = None, None
+        call.state, call.head = CallState.WAITING, True
+        self.waiting.append(call)
+        self._event(call, "enter", detail="requeue")
+        self._arm_call_timers(call)
+        log.warning("acd.operator.lost", call_id=call_id, operator=operator.name if operator else None)
+        self.dispatch()
 
     def _start_wrap_up(self, operator: Operator, call: QueuedCall) -> None:
         now = self.clock.seconds()
@@ -581,17 +646,26 @@ class Distributor:
             return
         candidates.sort(key=lambda c: c.sort_key(now))
         for call in candidates:
+            if self._again:
+                return  # a connector reported inside ring() (an operator is free again…): order afresh
             if call.state is not CallState.WAITING or call.call_id not in self.calls:
                 continue
             if free:
                 chosen = self._choose(call, free)
                 if chosen:
                     for operator in chosen:
+                        if call.call_id not in self.calls or call.state not in (CallState.WAITING,
+                                                                                CallState.OFFERED):
+                            break  # ring_all: answered or gone while an earlier phone was rung
                         free.remove(operator)
                         self._offer(call, operator)
                     continue
             if call.emergency and now - call.first_entered_at >= self.settings.seize_after - 1e-9:
-                self._seize_for(call)
+                if self._seize_for(call):
+                    # the seize put a call back (withdrawn offer, requeued victim): order again, so that
+                    # it keeps its place before the later calls of this pass
+                    self._again = True
+                    return
 
     def _eligible(self, call: QueuedCall, operator: Operator) -> bool:
         return operator.serves(call.queue.name) and operator.has_skills(call.skills)
@@ -615,18 +689,20 @@ class Distributor:
             return [min(best, key=lambda o: (o.calls_today, o.idle_since, o.name))]
         return [min(best, key=lambda o: (o.idle_since, o.name))]
 
-    def _seize_for(self, call: QueuedCall) -> None:
-        """Line seize: give the emergency an operator now."""
+    def _seize_for(self, call: QueuedCall) -> bool:
+        """Line seize: give the emergency an operator now. True when an operator was taken."""
         eligible = [o for o in self.operators.values() if self._eligible(call, o)]
         wrapping = [o for o in eligible if o.state is OS.WRAP_UP]
         if wrapping:
             operator = min(wrapping, key=lambda o: (o.since, o.name))  # the longest in wrap-up
             self.counters["seized_wrap_up"] += 1
             log.info("acd.seize.wrap_up", call_id=call.call_id, operator=operator.name)
+            pending = operator.pending  # a pause/logout asked for during the last call still applies after
             self._end_wrap_up(operator, then=OS.AVAILABLE)
+            operator.pending = pending
             if operator.state is OS.AVAILABLE and call.state is CallState.WAITING:
                 self._offer(call, operator, seized=True)
-            return
+            return True
         ringing = [o for o in eligible if o.state is OS.RESERVED]
         victims: list[tuple[tuple[Any, ...], Operator, Offer | None, QueuedCall | None]] = []
         for operator in ringing:
@@ -643,12 +719,12 @@ class Distributor:
                 other = self.calls.get(operator.call_id or "")
                 if other is None or other.emergency or other.operator is not operator:
                     continue
-                talk = now - (other.connected_at or now)
+                talk = now - (now if other.connected_at is None else other.connected_at)
                 order = talk if self.settings.victim == "shortest_talk" else -talk
                 victims.append(((1, -PRIORITY_RANK.get(other.priority, 2), other.request.level, order),
                                 operator, None, other))
         if not victims:
-            return  # every skilled operator is on an emergency: the call waits, first in line
+            return False  # every skilled operator is on an emergency: the call waits, first in line
         victims.sort(key=lambda v: (v[0], v[1].name))
         _, operator, offer, victim = victims[0]
         if offer is not None:
@@ -656,20 +732,22 @@ class Distributor:
                      victim_call_id=offer.call.call_id)
             self._withdraw(offer, "seized", count_miss=False, free_operator=False)
             self._offer(call, operator, seized=True)
-            return
+            return True
         assert victim is not None
         self._preempt(victim, operator, call)
+        return True
 
     def _preempt(self, victim: QueuedCall, operator: Operator, emergency: QueuedCall) -> None:
         now = self.clock.seconds()
         requeue = self.settings.on_preempt == "requeue"
         self.counters["preemptions"] += 1
         operator.counters["preempted"] += 1
+        talk = now - (now if victim.connected_at is None else victim.connected_at)
         self._event(victim, "preempt", operator=operator.name, wait=now - victim.first_entered_at,
-                    seconds=now - (victim.connected_at or now), detail=emergency.call_id)
+                    seconds=talk, detail=emergency.call_id)
         log.warning("acd.preempt", call_id=emergency.call_id, operator=operator.name,
                     victim_call_id=victim.call_id, victim_priority=victim.priority,
-                    talk=round(now - (victim.connected_at or now), 3), requeue=requeue)
+                    talk=round(talk, 3), requeue=requeue)
         if self.connector is not None:
             self.connector.preempted(victim, operator, requeued=requeue)
         victim.operator = None
@@ -693,12 +771,21 @@ class Distributor:
         call.timers.pop("announce", None)
         if call.call_id not in self.calls or call.state is CallState.CONNECTED:
             return
+        announce_position, announce_wait, every = self._announcing(call)
         if call.state is CallState.WAITING and self.connector is not None:
             position = self.position(call.call_id) or 1
-            estimate = self.wait_estimate(call) if call.queue.announce_wait else None
-            self.connector.announce(call, position if call.queue.announce_position else 0, estimate)
-        every = max(15.0, call.queue.announce_every)
-        call.timers["announce"] = self.clock.callLater(every, self._announce, call)
+            estimate = self.wait_estimate(call) if announce_wait else None
+            self.connector.announce(call, position if announce_position else 0, estimate)
+        call.timers["announce"] = self.clock.callLater(max(15.0, every), self._announce, call)
+
+    @staticmethod
+    def _announcing(call: QueuedCall) -> tuple[bool, bool, float]:
+        """What a waiting caller hears and how often: the flow node's announcements over the queue's."""
+        node, queue = call.request.announcements, call.queue
+        position = node.position if node is not None and node.position is not None else queue.announce_position
+        wait = node.wait_time if node is not None and node.wait_time is not None else queue.announce_wait
+        every = node.every if node is not None and node.every is not None else queue.announce_every
+        return bool(position), bool(wait), float(every)
 
     def position(self, call_id: str) -> int | None:
         """1 for the next call an operator of its queue will take."""
