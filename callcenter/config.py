@@ -502,7 +502,7 @@ class AcdConfig(_Section):
     victim: Literal["shortest_talk", "longest_talk"] = "shortest_talk"  # among the lowest-priority calls
     on_preempt: Literal["requeue", "callback"] = "requeue"  # what happens to the pre-empted caller
     ring_timeout: float = Field(15.0, ge=3, le=120)  # an operator's phone rings this long, then the next one
-    max_missed: int = Field(3, ge=0, le=50)  # missed offers in a row before an operator is paused (0: never)
+    max_missed: int = Field(3, ge=1, le=50)  # missed offers in a row before an operator is paused
     keepalive: float = Field(30.0, ge=0, le=3600)  # in-dialog OPTIONS to both sides of a conversation (0: off)
     abandon_threshold: float = Field(3.0, ge=0, le=120)  # hang-ups sooner than this after calling get no task
     callback_retry: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = Field(

@@ -7,7 +7,10 @@ adds up to what the log says. Kinds:
               hung up called back within the rejoin window and resumed the old position; neither is a new
               offered call)
 ``offer``     the call was offered to ``operator`` (the phone rings)
-``miss``      the offer was not taken (detail: no_answer | busy | failed | timeout | caller_gone)
+``miss``      the offer ended without a connection. The operator's miss (detail: no_answer | busy | failed |
+              unreachable | timeout = the reservation expired), or a withdrawal that is nobody's fault
+              (detail in :data:`WITHDRAWALS`: another phone answered, the caller hung up, an emergency seized
+              the operator, the call's wait ran out)
 ``connect``   ``operator`` answered; ``wait`` = seconds since the call first entered this queue
 ``abandon``   the caller hung up while waiting or while an operator's phone rang; ``wait`` as above
 ``timeout``   ``max_wait`` passed; detail is the overflow target ("queue:NAME", "voicemail", "callback",
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+WITHDRAWALS = frozenset({"answered_elsewhere", "caller_gone", "seized", "queue_timeout"})
 KINDS = frozenset({"enter", "offer", "miss", "connect", "abandon", "timeout", "complete", "transfer",
                    "preempt", "callback", "wrapup"})
 

@@ -75,7 +75,7 @@ class AcdSettings:
     on_preempt: str = "requeue"  # or "callback"
     ring_timeout: float = 15.0
     reservation_margin: float = 5.0
-    max_missed: int = 3
+    max_missed: int = 3  # at least 1: a phone that refuses every call must not be offered calls for ever
     sweep_interval: float = 10.0
 
 
@@ -347,7 +347,7 @@ class Distributor:
         self._event(call, "timeout", wait=self.clock.seconds() - call.first_entered_at, detail=target)
         if target.startswith("queue:") and target[6:] in self.queues:
             for offer in list(call.offers):
-                self._withdraw(offer, "timeout", count_miss=False)
+                self._withdraw(offer, "queue_timeout", count_miss=False)
             self._cancel_timers(call)
             self.waiting.remove(call)
             self.calls.pop(call.call_id)
@@ -355,6 +355,7 @@ class Distributor:
                               _replace_queue(call.request, target[6:]), self.queues[target[6:]], call.outcome,
                               call.on_leave, detail="overflow")
             moved.first_entered_at = self.clock.seconds()
+            moved.data.update(call.data)  # the connector's state (language…) goes along
             return
         if target == "flow":
             self._remove(call, "timeout", fire=True)
@@ -404,7 +405,7 @@ class Distributor:
             state, reason = operator.pending
             operator.pending = None
             operator.transition(state, now, reason=reason)
-        elif operator.missed_in_row >= self.settings.max_missed > 0:
+        elif operator.missed_in_row >= max(1, self.settings.max_missed):
             self.counters["auto_paused"] += 1
             operator.transition(OS.PAUSED, now, reason="missed_offers")
         else:
@@ -529,9 +530,13 @@ class Distributor:
     # -- conversations ending -------------------------------------------------------------------------
     def conversation_ended(self, call_id: str) -> None:
         """The caller or the operator hung up a connected call: wrap-up for the operator."""
-        call = self.calls.pop(call_id, None)
+        call = self.calls.get(call_id)
         if call is None:
             return
+        if call.state is not CallState.CONNECTED:  # not (or no longer) talking: it simply leaves
+            self.leave(call_id, "caller_hangup", fire=False)
+            return
+        del self.calls[call_id]
         if call in self.waiting:
             self.waiting.remove(call)
         self._cancel_timers(call)
@@ -611,6 +616,8 @@ class Distributor:
         call.state, call.head = CallState.WAITING, True
         self.waiting.append(call)
         self._event(call, "enter", detail="requeue")
+        log.info("acd.call.queued", call_id=call.call_id, queue=call.queue.name, priority=call.priority,
+                 detail="requeue", reason="operator_lost")
         self._arm_call_timers(call)
         log.warning("acd.operator.lost", call_id=call_id, operator=operator.name if operator else None)
         self.dispatch()
@@ -640,10 +647,10 @@ class Distributor:
 
     def _dispatch_once(self) -> None:
         now = self.clock.seconds()
-        free = [o for o in self.operators.values() if o.state is OS.AVAILABLE]
         candidates = [c for c in self.waiting if c.state is CallState.WAITING]
         if not candidates:
             return
+        free = [o for o in self.operators.values() if o.state is OS.AVAILABLE]
         candidates.sort(key=lambda c: c.sort_key(now))
         for call in candidates:
             if self._again:
@@ -758,10 +765,16 @@ class Distributor:
             victim.head = True
             self.waiting.append(victim)
             self._event(victim, "enter", detail="requeue")
+            log.info("acd.call.queued", call_id=victim.call_id, queue=victim.queue.name, priority=victim.priority,
+                     detail="requeue", reason="preempted")
             self._arm_call_timers(victim)
         else:
             self.calls.pop(victim.call_id, None)
             victim.state = CallState.GONE
+            self.counters["left"] += 1
+            log.info("acd.call.left_queue", call_id=victim.call_id, queue=victim.queue.name, result="callback")
+            if victim.on_leave is not None:
+                victim.on_leave()
             if self.on_preempt_callback is not None:
                 self.on_preempt_callback(victim)
         self._offer(emergency, operator, seized=True)

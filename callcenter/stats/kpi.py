@@ -35,9 +35,10 @@ overall count is the sum of the queue rows (a call that overflowed from one queu
 ``emergency_answer_rate`` = answered / offered of class "emergency"; None when no emergency was offered.
 
 Per operator (every operator any event names): ``offers`` = ``offer`` events, ``answers`` = ``connect`` events
-(each one, reconnects included), ``misses`` = ``miss`` events, ``talk_seconds`` = sum of ``seconds`` of
-``complete`` events, ``wrapup_seconds`` = sum of ``seconds`` of ``wrapup`` events, ``preempted`` = ``preempt``
-events naming the operator (the operator whose call was taken).
+(each one, reconnects included), ``misses`` = ``miss`` events that are the operator's (not a withdrawal:
+see ``callcenter.acd.events.WITHDRAWALS``), ``talk_seconds`` = sum of ``seconds`` of ``complete`` events and
+of ``preempt`` events (talk cut short by an emergency), ``wrapup_seconds`` = sum of ``seconds`` of ``wrapup``
+events, ``preempted`` = ``preempt`` events naming the operator (the operator whose call was taken).
 
 Events of unknown kinds are ignored.
 """
@@ -48,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from callcenter.acd.events import QueueEvent
+from callcenter.acd.events import WITHDRAWALS, QueueEvent
 
 PRIORITIES: tuple[str, ...] = ("emergency", "urgent", "normal")
 NOT_OFFERED: frozenset[str] = frozenset({"requeue", "rejoin"})  # enter details that are no new offered call
@@ -204,13 +205,14 @@ def compute(events: Iterable[QueueEvent], *, service_levels: Mapping[str, float]
                 tally.preempted += 1
             if operator is not None:
                 operator.preempted += 1
+                operator.talk_seconds += event.seconds or 0.0
         elif kind == "callback":
             for tally in tallies:
                 tally.callbacks += 1
         elif operator is not None:
             if kind == "offer":
                 operator.offers += 1
-            elif kind == "miss":
+            elif kind == "miss" and event.detail not in WITHDRAWALS:
                 operator.misses += 1
             elif kind == "complete":
                 operator.talk_seconds += event.seconds or 0.0

@@ -139,7 +139,9 @@ def test_per_operator_sums() -> None:
         ev(3, "offer", "a", operator="op2"), ev(4, "connect", "a", operator="op2", wait=4),
         ev(64, "complete", "a", operator="op2", seconds=60.5), ev(94, "wrapup", "a", operator="op2", seconds=30),
         ev(100, "offer", "b", operator="op2"), ev(101, "connect", "b", operator="op2", wait=1),
-        ev(110, "preempt", "b", operator="op2", detail="e9"),
+        ev(110, "preempt", "b", operator="op2", seconds=9, detail="e9"),
+        ev(112, "offer", "f", operator="op1"), ev(113, "miss", "f", operator="op1", detail="caller_gone"),
+        ev(114, "offer", "g", operator="op1"), ev(115, "miss", "g", operator="op1", detail="seized"),
         ev(111, "connect", "e9", "emergency", "emergency", operator="op2", wait=1),
         ev(200, "complete", "e9", "emergency", "emergency", operator="op2", seconds=89.5),
         ev(210, "wrapup", "e9", "emergency", "emergency", operator="op2", seconds=10),
@@ -148,9 +150,11 @@ def test_per_operator_sums() -> None:
     ]
     ops = compute(events, service_levels=SL).operators
     assert list(ops) == ["op1", "op2", "op3"]
-    assert ops["op1"].as_dict() == {"offers": 1, "answers": 0, "misses": 1, "talk_seconds": 0.0,
+    # the caller hanging up, or an emergency taking the operator, is a withdrawal, not the operator's miss
+    assert ops["op1"].as_dict() == {"offers": 3, "answers": 0, "misses": 1, "talk_seconds": 0.0,
                                     "wrapup_seconds": 0.0, "preempted": 0}
-    assert ops["op2"].as_dict() == {"offers": 2, "answers": 3, "misses": 0, "talk_seconds": 150.0,
+    # talk cut short by the pre-emption (9 s) is talk time too
+    assert ops["op2"].as_dict() == {"offers": 2, "answers": 3, "misses": 0, "talk_seconds": 159.0,
                                     "wrapup_seconds": 40.0, "preempted": 1}
     assert ops["op3"].offers == 0 and ops["op3"].answers == 0
 
