@@ -176,13 +176,16 @@ class Engine:
         self.acd_events = QueueEventWriter(self.db, node=cfg.engine.node_name)
         await self.acd_events.start()
         self.acd_metrics = QueueMetrics()
-        events = FanOut(self.acd_events, self.acd_metrics, AcdPublisher(self.bus, ua.calls.get))
+        publisher = AcdPublisher(self.bus, ua.calls.get)
+        events = FanOut(self.acd_events, self.acd_metrics, publisher)
         self.missed = MissedCalls(self.callbacks, calls=ua.calls.get, threshold=cfg.acd.abandon_threshold,
                                   events=events, now=self.reactor.seconds)
         events.sinks.append(self.missed)
         await self.missed.load()
         self.acd = build_distributor(cfg, self.reactor, events)
         self.acd.on_abandon = self.missed.queue_abandoned
+        for operator in self.acd.operators.values():
+            operator.listener = publisher.operator_changed
         self.acd.on_preempt_callback = self.missed.preempted_to_callback
         self.missed.acd = self.acd
         ua.observers.append(self.missed)

@@ -14,7 +14,7 @@ operator comes back with one click).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -68,6 +68,7 @@ class Operator:
     missed_in_row: int = 0
     calls_today: int = 0  # answered offers (fewest-calls strategy)
     call_id: str | None = None  # the call offered to or talking with the operator
+    listener: Callable[[Operator, OperatorState, OperatorState], None] | None = None  # (operator, old, new)
     wrap_timer: Any = None  # ends wrap-up
     wrap_call: tuple[str, str, str] | None = None  # (call id, queue, priority) of the call being wrapped up
     counters: dict[str, int] = field(default_factory=lambda: {"offers": 0, "answers": 0, "misses": 0,
@@ -88,6 +89,8 @@ class Operator:
             self.call_id = None
         log.info("acd.operator.state", operator=self.name, old=old.value, new=new.value, reason=reason,
                  call_id=self.call_id)
+        if self.listener is not None:
+            self.listener(self, old, new)
 
     def serves(self, queue: str) -> bool:
         return queue in self.queues

@@ -29,7 +29,9 @@ def test_operator_state_changes_are_published() -> None:
     seen: list[OperatorStateChanged] = []
     bus.subscribe(OperatorStateChanged, seen.append)
     operator = Operator("op1", "Op 1", "1001", None, {}, {"hotline": 1}, 0.0)
+    operator.listener = AcdPublisher(bus, lambda _: None).operator_changed
+    operator.transition(OperatorState.AVAILABLE, 4.0)
     operator.transition(OperatorState.PAUSED, 5.0, reason="lunch")
-    AcdPublisher(bus, lambda _: None).operator_changed(operator, OperatorState.AVAILABLE, OperatorState.PAUSED)
-    assert [(e.operator, e.old, e.new, e.reason) for e in seen] == [("op1", "available", "paused", "lunch")]
+    assert [(e.operator, e.old, e.new, e.reason) for e in seen] == [
+        ("op1", "logged_out", "available", None), ("op1", "available", "paused", "lunch")]
     assert event_from_dict(seen[0].to_dict()) == seen[0]
