@@ -447,7 +447,7 @@ class QueueConfig(_Section):
     priority: int = Field(0, ge=0, le=9)  # between queues: calls of a higher one come first within a class
     service_level: float = Field(20.0, gt=0, le=3600)  # seconds: answered within this counts as in service
     max_wait: float | None = Field(None, gt=0)  # then the overflow
-    overflow: str | None = None  # "queue:NAME" | "voicemail" | "callback" (none: keep waiting)
+    overflow: str | None = None  # "queue:NAME" | "voicemail" | "callback" (offered: press 1) | none: keep waiting
     aging: float | None = Field(None, ge=5, le=3600)  # seconds per level a waiting call gains (never a class)
     rejoin_window: float = Field(120.0, ge=0, le=3600)  # a caller who calls back within this keeps the place
     announce_position: bool = False  # "you are number 3 in line"

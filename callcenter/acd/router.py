@@ -343,6 +343,24 @@ class Distributor:
         call.timers.pop("max_wait", None)
         if call.state not in (CallState.WAITING, CallState.OFFERED):
             return
+        if target == "callback":  # offered, not imposed: the caller keeps the place unless they accept
+            call.timers["max_wait"] = self.clock.callLater(call.queue.max_wait or 300.0, self._timeout, call, target)
+            log.info("acd.callback.offered", call_id=call.call_id, queue=call.queue.name)
+            if self.connector is not None:
+                self.connector.overflow(call, target)
+            return
+        self._overflowed(call, target)
+
+    def take_callback(self, call_id: str) -> bool:
+        """The waiting caller accepted the callback offer: they leave the queue (a timeout to "callback");
+        the connector creates the task and says goodbye. False when the call is no longer waiting."""
+        call = self.calls.get(call_id)
+        if call is None or call.state not in (CallState.WAITING, CallState.OFFERED):
+            return False
+        self._overflowed(call, "callback")
+        return True
+
+    def _overflowed(self, call: QueuedCall, target: str) -> None:
         self.counters["timeouts"] += 1
         self._event(call, "timeout", wait=self.clock.seconds() - call.first_entered_at, detail=target)
         if target.startswith("queue:") and target[6:] in self.queues:
@@ -359,11 +377,11 @@ class Distributor:
             return
         if target == "flow":
             self._remove(call, "timeout", fire=True)
-        else:  # voicemail / callback: the connector takes the caller there
+        else:  # voicemail / an accepted callback: the connector takes the caller there
             self._remove(call, "timeout", fire=False)
             if call.outcome is not None and not call.outcome.called:
                 call.outcome.callback(QueueOutcome("overflow", target))
-            if self.connector is not None:
+            if self.connector is not None and target != "callback":
                 self.connector.overflow(call, target)
         self.dispatch()
 

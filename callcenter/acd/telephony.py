@@ -47,9 +47,13 @@ OPERATOR_LOST = {
     "cmn": "对不起，线路出现了问题，请稍候，正在为您转接其他话务员。",
     "yue": "對唔住，線路出咗問題，請稍等，而家幫你轉駁其他接線員。",
 }
+OFFER_CALLBACK = {
+    "cmn": "现在话务员都在忙。需要我们给您回电话，请按1；继续等待，请不要挂机。",
+    "yue": "而家接線員都好忙。想我哋覆你電話，請按1；繼續等候，請唔好收線。",
+}
 OVERFLOW_CALLBACK = {
-    "cmn": "现在话务员都在忙，我们已经记下您的电话，会尽快给您回电话，再见。",
-    "yue": "而家接線員都好忙，我哋已經記低你嘅電話，會盡快覆你，再見。",
+    "cmn": "好的，我们已经记下您的电话，会尽快给您回电话，再见。",
+    "yue": "好，我哋已經記低你嘅電話，會盡快覆你，再見。",
 }
 OVERFLOW_VOICEMAIL = {
     "cmn": "现在话务员都在忙，请在提示音后留言，说完请按井号键。",
@@ -236,11 +240,37 @@ class SipConnector:
         if caller is None:
             return
         if target == "callback":
-            if self.create_callback is not None:
-                self.create_callback(call, f"queue {call.queue.name}: waited too long", "missed")
-            self._say(call, caller, OVERFLOW_CALLBACK, then="hangup")
+            job = ensureDeferred(self._offer_callback(call, caller))
+            job.addErrback(lambda failure: failure.trap(CancelledError))
+            job.addErrback(lambda failure: log.error("acd.callback.offer_failed", call_id=call.call_id,
+                                                     error=str(failure.value)))
         else:
             self._say(call, caller, OVERFLOW_VOICEMAIL, then="voicemail")
+
+    async def _offer_callback(self, call: QueuedCall, caller: Call) -> None:
+        """"Press 1 and we call you back; stay on the line to keep waiting": the caller keeps the place."""
+        assert self.acd is not None
+        session = caller.caller_leg.media
+        language = self._language(call)
+        utterance = Utterance(OFFER_CALLBACK.get(language, OFFER_CALLBACK["cmn"]), None, language, self.speech_rate)
+        prompt = await self.flows.prompt_for(utterance, call_id=call.call_id)
+        if session is None or not caller.active or caller.linked is not None or not self.media.is_open(session):
+            return
+        self.media.stop_playing(session)
+        if prompt is not None:
+            self.media.play(session, prompt, barge_in=True)
+        listen = (prompt.duration if prompt is not None else 0.0) + 8.0
+        result = await self.media.collect_digits(session, max_digits=1, timeout=listen, inter_digit_timeout=3.0,
+                                                 terminators="", flush=True)
+        if not caller.active or caller.linked is not None:
+            return  # an operator took the call meanwhile: the key was for them
+        if result.digits == "1" and self.acd.take_callback(call.call_id):
+            if self.create_callback is not None:
+                self.create_callback(call, f"queue {call.queue.name}: asked for a callback while waiting", "missed")
+            self._say(call, caller, OVERFLOW_CALLBACK, then="hangup")
+            return
+        if call.queue.music and self.media.is_open(session):
+            self.media.music_on_hold(session)
 
     def _say(self, call: QueuedCall, caller: Call, texts: dict[str, str], *, then: str) -> None:
         language = self._language(call)

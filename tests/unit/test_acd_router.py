@@ -589,6 +589,22 @@ def test_queue_overflow_to_voicemail():
     assert "c1" not in rig.acd.calls
 
 
+def test_queue_overflow_callback_is_an_offer_the_caller_may_decline():
+    rig = Rig([], [queue("care", max_wait=20, overflow="callback")])
+    rig.call("c1")
+    rig.call("c2")
+    rig.clock.advance(20)
+    assert rig.connector.overflows == [("c1", "callback"), ("c2", "callback")]
+    assert rig.outcomes.get("c1", []) == [] and rig.acd.position("c1") == 1  # still waiting, same place
+    assert rig.events("c1", "timeout") == []
+    assert rig.acd.take_callback("c2") is True  # c2 pressed 1
+    assert rig.outcomes["c2"] == [QueueOutcome("overflow", "callback")]
+    assert [(e.kind, e.detail) for e in rig.events("c2")][-1] == ("timeout", "callback")
+    assert "c2" not in rig.acd.calls and rig.acd.take_callback("c2") is False
+    rig.clock.advance(20)  # c1 declined: offered again after another max_wait
+    assert rig.connector.overflows[-1] == ("c1", "callback") and len(rig.connector.overflows) == 3
+
+
 def test_announcements_of_position_and_wait():
     rig = Rig([make_operator("a")], [queue("care", announce_position=True, announce_wait=True,
                                            announce_every=30)])
