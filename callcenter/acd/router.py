@@ -345,7 +345,6 @@ class Distributor:
             return
         if target == "callback":  # offered, not imposed: the caller keeps the place unless they accept
             call.timers["max_wait"] = self.clock.callLater(call.queue.max_wait or 300.0, self._timeout, call, target)
-            log.info("acd.callback.offered", call_id=call.call_id, queue=call.queue.name)
             if self.connector is not None:
                 self.connector.overflow(call, target)
             return
@@ -585,14 +584,17 @@ class Distributor:
         operator = self.operators[name]
         if operator.state not in (OS.AVAILABLE, OS.PAUSED, OS.WRAP_UP):
             raise ValueError(f"operator {name} is {operator.state.value}")
-        if operator.state is OS.WRAP_UP:
-            self._end_wrap_up(operator, then=OS.AVAILABLE)
-        resume = operator.state, operator.pause_reason
-        operator.transition(OS.RESERVED, self.clock.seconds())
+        resume = operator.state, operator.pause_reason, operator.pending
         operator.call_id = call_id
+        self.outbound[name] = call_id
+        if operator.state is OS.WRAP_UP:  # straight to reserved: no queued call may slip in between
+            self._end_wrap_up(operator, then=OS.RESERVED)
+        else:
+            operator.transition(OS.RESERVED, self.clock.seconds())
+        operator.call_id = call_id
+        operator.pending = resume[2]
         if resume[0] is OS.PAUSED and operator.pending is None:
             operator.pending = (OS.PAUSED, resume[1])  # a paused operator who dials a callback stays paused
-        self.outbound[name] = call_id
         return operator
 
     def outbound_answered(self, name: str) -> None:

@@ -248,7 +248,20 @@ class SipConnector:
             self._say(call, caller, OVERFLOW_VOICEMAIL, then="voicemail")
 
     async def _offer_callback(self, call: QueuedCall, caller: Call) -> None:
-        """"Press 1 and we call you back; stay on the line to keep waiting": the caller keeps the place."""
+        """"Press 1 and we call you back; stay on the line to keep waiting": the caller keeps the place.
+
+        The queue asks again every ``max_wait``; an offer still being said or listened to is heard out first
+        (restarting it would cut the sentence before "press 1" whenever max_wait is shorter than it)."""
+        if call.data.get("callback_offer"):
+            log.info("acd.callback.offer_in_progress", call_id=call.call_id)
+            return
+        call.data["callback_offer"] = True
+        try:
+            await self._ask_callback(call, caller)
+        finally:
+            call.data["callback_offer"] = False
+
+    async def _ask_callback(self, call: QueuedCall, caller: Call) -> None:
         assert self.acd is not None
         session = caller.caller_leg.media
         language = self._language(call)
@@ -256,9 +269,12 @@ class SipConnector:
         prompt = await self.flows.prompt_for(utterance, call_id=call.call_id)
         if session is None or not caller.active or caller.linked is not None or not self.media.is_open(session):
             return
+        log.info("acd.callback.offered", call_id=call.call_id, queue=call.queue.name)
         self.media.stop_playing(session)
         if prompt is not None:
             self.media.play(session, prompt, barge_in=True)
+        if call.queue.music:
+            self.media.music_on_hold(session)  # after the question (or at once when a key cuts it short)
         listen = (prompt.duration if prompt is not None else 0.0) + 8.0
         result = await self.media.collect_digits(session, max_digits=1, timeout=listen, inter_digit_timeout=3.0,
                                                  terminators="", flush=True)
@@ -268,9 +284,6 @@ class SipConnector:
             if self.create_callback is not None:
                 self.create_callback(call, f"queue {call.queue.name}: asked for a callback while waiting", "missed")
             self._say(call, caller, OVERFLOW_CALLBACK, then="hangup")
-            return
-        if call.queue.music and self.media.is_open(session):
-            self.media.music_on_hold(session)
 
     def _say(self, call: QueuedCall, caller: Call, texts: dict[str, str], *, then: str) -> None:
         language = self._language(call)
