@@ -16,9 +16,10 @@ from callcenter.acd.dialler import CallbackDialler
 from callcenter.acd.eventlog import QueueEventWriter
 from callcenter.acd.events import FanOut
 from callcenter.acd.missed import MissedCalls
+from callcenter.acd.model import AcdSettings, QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
 from callcenter.acd.publish import AcdPublisher
-from callcenter.acd.router import AcdSettings, Distributor, QueueSettings
+from callcenter.acd.router import Distributor
 from callcenter.acd.telephony import SipConnector
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route

@@ -22,7 +22,8 @@ import structlog
 
 from callcenter.acd.callbacks import CallbackTasks
 from callcenter.acd.events import EventSink, QueueEvent
-from callcenter.acd.router import Distributor, QueuedCall
+from callcenter.acd.model import QueuedCall
+from callcenter.acd.router import Distributor
 from callcenter.calls.model import Call, EndReason
 
 log = structlog.get_logger("callcenter.acd")

@@ -30,135 +30,30 @@ Every step is a :class:`~callcenter.acd.events.QueueEvent` in the event log.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from callcenter.acd.events import EventList, EventSink, QueueEvent
+from callcenter.acd.model import (
+    AcdSettings,
+    CallState,
+    Connector,
+    Offer,
+    QueuedCall,
+    QueueSettings,
+    replace_queue,
+)
 from callcenter.acd.operators import Operator, OperatorState
+from callcenter.acd.selection import choose_operators, choose_victim
 from callcenter.ivr.runner import QueueOutcome, QueueRequest
 
 log = structlog.get_logger("callcenter.acd")
 
-PRIORITY_RANK = {"emergency": 0, "urgent": 1, "normal": 2}
-STRATEGIES = ("longest_idle", "round_robin", "fewest_calls", "ring_all")
 OS = OperatorState
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    name: str
-    display_name: str = ""
-    strategy: str = "longest_idle"
-    skills: Mapping[str, int] = field(default_factory=dict)  # required of every operator (skill → min level)
-    priority: int = 0  # base priority: between queues, calls of a higher one come first (within a class)
-    service_level: float = 20.0
-    max_wait: float | None = None  # then the overflow
-    overflow: str | None = None  # "queue:NAME" | "voicemail" | "callback" (None: keep waiting)
-    aging: float | None = None  # seconds per level step (None: no aging)
-    rejoin_window: float = 120.0
-    announce_position: bool = False
-    announce_wait: bool = False
-    announce_every: float = 60.0
-    music: bool = True
-
-
-@dataclass(frozen=True)
-class AcdSettings:
-    seize_after: float = 0.0  # seconds an emergency waits before seizing an operator
-    victim: str = "shortest_talk"  # or "longest_talk" (always the lowest-priority call first)
-    on_preempt: str = "requeue"  # or "callback"
-    ring_timeout: float = 15.0
-    reservation_margin: float = 5.0
-    max_missed: int = 3  # at least 1: a phone that refuses every call must not be offered calls for ever
-    sweep_interval: float = 10.0
-
-
-class CallState(StrEnum):
-    WAITING = "waiting"
-    OFFERED = "offered"  # one (ring_all: several) operator phones ring
-    CONNECTED = "connected"
-    GONE = "gone"
-
-
-@dataclass(eq=False)
-class QueuedCall:
-    call_id: str
-    caller_number: str
-    request: QueueRequest
-    queue: QueueSettings
-    skills: Mapping[str, int]
-    entered_at: float  # the arrival time that orders it (kept when the caller rejoins)
-    first_entered_at: float  # when it first entered this queue (waits are measured from here)
-    sequence: int
-    outcome: Deferred[QueueOutcome] | None
-    state: CallState = CallState.WAITING
-    head: bool = False  # put back at the head of its class after a pre-emption
-    offers: list[Offer] = field(default_factory=list)
-    operator: Operator | None = None
-    connected_at: float | None = None
-    timers: dict[str, IDelayedCall] = field(default_factory=dict)
-    on_leave: Callable[[], None] | None = None
-    data: dict[str, Any] = field(default_factory=dict)  # the connector's per-call state
-
-    @property
-    def priority(self) -> str:
-        return self.request.priority
-
-    @property
-    def emergency(self) -> bool:
-        return self.request.priority == "emergency"
-
-    def level_at(self, now: float) -> int:
-        level = self.request.level
-        if self.queue.aging:
-            level = min(9, level + int((now - self.entered_at) // self.queue.aging))
-        return level
-
-    def sort_key(self, now: float) -> tuple[int, int, int, int, float, int]:
-        return (PRIORITY_RANK.get(self.priority, 2), 0 if self.head else 1, -self.queue.priority,
-                -self.level_at(now), self.entered_at, self.sequence)
-
-
-@dataclass(eq=False)
-class Offer:
-    id: int
-    call: QueuedCall
-    operator: Operator
-    started_at: float
-    timer: IDelayedCall | None = None
-    handle: Any = None  # the connector's (e.g. the operator phone's SIP call)
-    seized: bool = False  # an emergency took this operator
-
-
-class Connector(Protocol):
-    """The telephone side: rings operators and moves callers' media."""
-
-    def ring(self, offer: Offer) -> None:
-        """Ring the operator for the call; later report answered() or not_answered() (or nothing, then the
-        reservation timer withdraws the offer with stop_ringing())."""
-
-    def stop_ringing(self, offer: Offer) -> None: ...
-
-    def preempted(self, call: QueuedCall, operator: Operator, *, requeued: bool) -> None:
-        """Take the operator's phone off the call; the caller hears why and then music (or, when not
-        requeued, is told they will be called back and is hung up)."""
-
-    def waiting(self, call: QueuedCall) -> None:
-        """The call is (again) waiting: music on hold."""
-
-    def announce(self, call: QueuedCall, position: int, wait_estimate: float | None) -> None: ...
-
-    def overflow(self, call: QueuedCall, target: str) -> None:
-        """max_wait passed: send the call to voicemail or a callback offer."""
-
-    def alive(self, call: QueuedCall) -> bool:
-        """Is the call still there (the sweeper's check against lost signals)?"""
 
 
 class Distributor:
@@ -369,7 +264,7 @@ class Distributor:
             self.waiting.remove(call)
             self.calls.pop(call.call_id)
             moved = self._add(call.call_id, call.caller_number,
-                              _replace_queue(call.request, target[6:]), self.queues[target[6:]], call.outcome,
+                              replace_queue(call.request, target[6:]), self.queues[target[6:]], call.outcome,
                               call.on_leave, detail="overflow")
             moved.first_entered_at = self.clock.seconds()
             moved.data.update(call.data)  # the connector's state (language…) goes along
@@ -633,14 +528,18 @@ class Distributor:
             operator.pending = (OS.PAUSED, "phone_lost")
             self._operator_free(operator)
         call.operator, call.connected_at = None, None
+        self._requeue_at_head(call, "operator_lost")
+        log.warning("acd.operator.lost", call_id=call_id, operator=operator.name if operator else None)
+        self.dispatch()
+
+    def _requeue_at_head(self, call: QueuedCall, reason: str) -> None:
+        """A connected call waits again, first in its class (pre-empted, or its operator's phone was lost)."""
         call.state, call.head = CallState.WAITING, True
         self.waiting.append(call)
         self._event(call, "enter", detail="requeue")
         log.info("acd.call.queued", call_id=call.call_id, queue=call.queue.name, priority=call.priority,
-                 detail="requeue", reason="operator_lost")
+                 detail="requeue", reason=reason)
         self._arm_call_timers(call)
-        log.warning("acd.operator.lost", call_id=call_id, operator=operator.name if operator else None)
-        self.dispatch()
 
     def _start_wrap_up(self, operator: Operator, call: QueuedCall) -> None:
         now = self.clock.seconds()
@@ -698,23 +597,8 @@ class Distributor:
         return operator.serves(call.queue.name) and operator.has_skills(call.skills)
 
     def _choose(self, call: QueuedCall, free: list[Operator]) -> list[Operator]:
-        eligible = [o for o in free if self._eligible(call, o)]
-        if not eligible:
-            return []
-        queue = call.queue
-        weight = max(o.queues[queue.name] for o in eligible)
-        best = [o for o in eligible if o.queues[queue.name] == weight]
-        if queue.strategy == "ring_all":
-            return best
-        if queue.strategy == "round_robin":
-            order = sorted(self.operators)
-            last = self._round_robin.get(queue.name, -1)
-            best.sort(key=lambda o: (order.index(o.name) - last - 1) % len(order))
-            self._round_robin[queue.name] = order.index(best[0].name)
-            return best[:1]
-        if queue.strategy == "fewest_calls":
-            return [min(best, key=lambda o: (o.calls_today, o.idle_since, o.name))]
-        return [min(best, key=lambda o: (o.idle_since, o.name))]
+        return choose_operators(call, [o for o in free if self._eligible(call, o)], rotation=self._round_robin,
+                                names=sorted(self.operators))
 
     def _seize_for(self, call: QueuedCall) -> bool:
         """Line seize: give the emergency an operator now. True when an operator was taken."""
@@ -730,37 +614,16 @@ class Distributor:
             if operator.state is OS.AVAILABLE and call.state is CallState.WAITING:
                 self._offer(call, operator, seized=True)
             return True
-        ringing = [o for o in eligible if o.state is OS.RESERVED]
-        victims: list[tuple[tuple[Any, ...], Operator, Offer | None, QueuedCall | None]] = []
-        for operator in ringing:
-            other = self.calls.get(operator.call_id or "")
-            offer = next((x for x in other.offers if x.operator is operator), None) if other else None
-            if other is not None and offer is not None and not other.emergency:
-                victims.append(((0, PRIORITY_RANK.get(other.priority, 2) * -1, other.request.level, 0.0),
-                                operator, offer, other))
-        if not victims:
-            now = self.clock.seconds()
-            for operator in eligible:
-                if operator.state is not OS.TALKING:
-                    continue
-                other = self.calls.get(operator.call_id or "")
-                if other is None or other.emergency or other.operator is not operator:
-                    continue
-                talk = now - (now if other.connected_at is None else other.connected_at)
-                order = talk if self.settings.victim == "shortest_talk" else -talk
-                victims.append(((1, -PRIORITY_RANK.get(other.priority, 2), other.request.level, order),
-                                operator, None, other))
-        if not victims:
+        chosen = choose_victim(eligible, self.calls, self.clock.seconds(), self.settings.victim)
+        if chosen is None:
             return False  # every skilled operator is on an emergency: the call waits, first in line
-        victims.sort(key=lambda v: (v[0], v[1].name))
-        _, operator, offer, victim = victims[0]
+        operator, offer, victim = chosen
         if offer is not None:
             log.info("acd.seize.ringing", call_id=call.call_id, operator=operator.name,
-                     victim_call_id=offer.call.call_id)
+                     victim_call_id=victim.call_id)
             self._withdraw(offer, "seized", count_miss=False, free_operator=False)
             self._offer(call, operator, seized=True)
             return True
-        assert victim is not None
         self._preempt(victim, operator, call)
         return True
 
@@ -781,13 +644,7 @@ class Distributor:
         victim.connected_at = None
         operator.transition(OS.RESERVED, now)  # talking → reserved for the emergency
         if requeue:
-            victim.state = CallState.WAITING
-            victim.head = True
-            self.waiting.append(victim)
-            self._event(victim, "enter", detail="requeue")
-            log.info("acd.call.queued", call_id=victim.call_id, queue=victim.queue.name, priority=victim.priority,
-                     detail="requeue", reason="preempted")
-            self._arm_call_timers(victim)
+            self._requeue_at_head(victim, "preempted")
         else:
             self.calls.pop(victim.call_id, None)
             victim.state = CallState.GONE
@@ -870,8 +727,3 @@ class Distributor:
     def operators_view(self) -> list[dict[str, Any]]:
         now = self.clock.seconds()
         return [o.as_dict(now) for o in sorted(self.operators.values(), key=lambda o: o.name)]
-
-
-def _replace_queue(request: QueueRequest, queue: str) -> QueueRequest:
-    return QueueRequest(queue, request.priority, request.level, request.skills, None, request.announcements,
-                        request.flow, request.node)

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
-from callcenter.acd.router import Distributor, Offer, QueuedCall
+from callcenter.acd.model import Offer, QueuedCall
+from callcenter.acd.router import Distributor
 from callcenter.calls.model import Call, CallState, EndReason
 from callcenter.calls.outbound import OutboundError
 from callcenter.ivr.runner import Utterance

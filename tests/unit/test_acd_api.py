@@ -21,8 +21,9 @@ from callcenter.acd.callbacks import CallbackTasks
 from callcenter.acd.dialler import DialError
 from callcenter.acd.eventlog import QueueEventWriter
 from callcenter.acd.events import EventList, QueueEvent
+from callcenter.acd.model import QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
-from callcenter.acd.router import Distributor, QueueSettings
+from callcenter.acd.router import Distributor
 from callcenter.calls.model import Call
 from callcenter.config import Config
 from callcenter.ivr.runner import QueueRequest

@@ -19,8 +19,9 @@ from twisted.internet.task import Clock
 from callcenter.acd.callbacks import CallbackTasks
 from callcenter.acd.dialler import CallbackDialler, DialError
 from callcenter.acd.events import EventList
+from callcenter.acd.model import QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
-from callcenter.acd.router import Distributor, QueueSettings
+from callcenter.acd.router import Distributor
 from callcenter.calls.model import Call, CallState, EndReason, Leg
 from callcenter.calls.outbound import OutboundError
 from callcenter.ivr.runner import QueueRequest

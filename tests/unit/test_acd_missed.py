@@ -16,8 +16,9 @@ from twisted.internet.task import Clock
 from callcenter.acd.callbacks import CallbackTasks
 from callcenter.acd.events import EventList, FanOut, QueueEvent
 from callcenter.acd.missed import MissedCalls
+from callcenter.acd.model import QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
-from callcenter.acd.router import Distributor, QueueSettings
+from callcenter.acd.router import Distributor
 from callcenter.calls.model import Call, CallState, EndReason
 from callcenter.ivr.runner import QueueRequest
 from callcenter.store.db import create_engine_for, run_migrations

@@ -25,8 +25,9 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 
 from callcenter.acd.events import EventList, QueueEvent
+from callcenter.acd.model import AcdSettings, CallState, Offer, QueuedCall, QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
-from callcenter.acd.router import AcdSettings, CallState, Distributor, Offer, QueuedCall, QueueSettings
+from callcenter.acd.router import Distributor
 from callcenter.ivr.runner import QueueOutcome, QueueRequest
 from callcenter.stats.kpi import compute
 
