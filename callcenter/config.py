@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -22,6 +19,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from callcenter.configtypes import (
+    Argon2Hash,
+    Ha1,
+    Name,
+    RedisUrl,
+    Section,
+    SipUser,
+    duplicates,
+    hostport_text,
+    phone_number,
+    require_unique,
+    split_hostport,
+)
 from callcenter.yamlsource import Loc, SourceIssue, apply_env, apply_overrides, locate, parse_yaml, validation_issues
 from callcenter.yamlsource import invalid as _invalid
 from callcenter.yamlsource import show_value as _show
@@ -39,89 +49,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
-_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})$")
-_NUMBER = re.compile(r"^\+?[0-9]+$")
-
-
-def _matching(regex: str, what: str) -> AfterValidator:
-    compiled = re.compile(regex)
-
-    def check(value: str) -> str:
-        if not compiled.match(value):
-            raise _invalid(f"expected {what}, got {_show(value)}")
-        return value
-
-    return AfterValidator(check)
-
-
-Name = Annotated[str, _matching(r"^[A-Za-z0-9._-]+$", "letters, digits, '.', '_' or '-'")]
-SipUser = Annotated[str, _matching(r"^[A-Za-z0-9._~+-]+$", "letters, digits or one of . _ ~ + -")]
-Ha1 = Annotated[str, _matching(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{64})$", "32 (MD5) or 64 (SHA-256) hex digits")]
-RedisUrl = Annotated[str, _matching(r"^(redis|rediss|unix)://", 'a URL like "redis://127.0.0.1:6379/0"')]
-Argon2Hash = Annotated[
-    str,
-    _matching(
-        r"^\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$",
-        'an argon2id hash like "$argon2id$v=19$m=65536,t=3,p=4$..." (make one with `callcenter users hash-password`)',
-    ),
-]
-
-
-def _split_hostport(text: str) -> tuple[str, int] | None:
-    match = _HOSTPORT.match(text.strip())
-    if match is None or int(match["port"]) > 65535:
-        return None
-    if match["v6"]:
-        try:
-            ipaddress.IPv6Address(match["v6"].split("%")[0])
-        except ValueError:
-            return None
-    return match["v6"] or match["host"], int(match["port"])
-
-
-def _hostport_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _number(value: str) -> str:
-    """Phone numbers / DIDs: digits with an optional leading '+'; spaces and dashes are ignored."""
-    number = re.sub(r"[\s-]", "", value)
-    if not _NUMBER.match(number):
-        raise _invalid(f'expected digits with an optional leading "+", got {_show(value)}')
-    return number
-
-
-def _unique(values: list[Any], what: str) -> list[tuple[Loc, str]]:
-    seen: dict[Any, int] = {}
-    problems: list[tuple[Loc, str]] = []
-    for index, value in enumerate(values):
-        if value in seen:
-            problems.append(((index,), f"duplicate {what} {_show(value)} (first at index {seen[value]})"))
-        seen.setdefault(value, index)
-    return problems
-
-
-def _require_unique(items: list[Any], field: str, what: str, key: Any = None) -> None:
-    """Refuse a list whose items repeat ``field`` (compared through ``key``), pointing at each repeat."""
-    values = [getattr(item, field) for item in items]
-    if problems := _unique([key(v) for v in values] if key else values, what):
-        raise _invalid(problems=[(loc + (field,), text) for loc, text in problems])
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_default(cls, data: Any) -> Any:
-        """``key:`` with no value in YAML (null) means "use the default" for keys that have one."""
-        if isinstance(data, dict):
-            fields = cls.model_fields
-            return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
-        return data
-
-
-class HostPort(_Section):
+class HostPort(Section):
     """``HOST:PORT`` (IPv6 as ``[::1]:8080``); port 0 asks the OS for a free port."""
 
     host: str = Field(min_length=1)
@@ -131,17 +59,17 @@ class HostPort(_Section):
     @classmethod
     def _parse(cls, data: Any) -> Any:
         if isinstance(data, str):
-            parsed = _split_hostport(data)
+            parsed = split_hostport(data)
             if parsed is None:
                 raise _invalid(f'expected "HOST:PORT", got {_show(data)}')
             return {"host": parsed[0], "port": parsed[1]}
         return data
 
     def __str__(self) -> str:
-        return _hostport_text(self.host, self.port)
+        return hostport_text(self.host, self.port)
 
 
-class ListenSpec(_Section):
+class ListenSpec(Section):
     """A SIP listening socket, written ``udp:HOST:PORT`` or ``tcp:HOST:PORT``."""
 
     transport: Literal["udp", "tcp"]
@@ -153,17 +81,17 @@ class ListenSpec(_Section):
     def _parse(cls, data: Any) -> Any:
         if isinstance(data, str):
             transport, _, rest = data.strip().partition(":")
-            parsed = _split_hostport(rest)
+            parsed = split_hostport(rest)
             if transport.lower() not in ("udp", "tcp") or parsed is None:
                 raise _invalid(f'expected "udp:HOST:PORT" or "tcp:HOST:PORT", got {_show(data)}')
             return {"transport": transport.lower(), "host": parsed[0], "port": parsed[1]}
         return data
 
     def __str__(self) -> str:
-        return f"{self.transport}:{_hostport_text(self.host, self.port)}"
+        return f"{self.transport}:{hostport_text(self.host, self.port)}"
 
 
-class EngineConfig(_Section):
+class EngineConfig(Section):
     node_name: Name = "node1"
     data_dir: Path = Path("data")
     max_call_duration: float = Field(3600.0, gt=0)
@@ -171,13 +99,13 @@ class EngineConfig(_Section):
     max_calls: int = Field(2000, ge=1)
 
 
-class FloodConfig(_Section):
+class FloodConfig(Section):
     rate: float = Field(50.0, gt=0)
     burst: int = Field(200, ge=1)
     ban_seconds: float = Field(60.0, ge=0)
 
 
-class RegistrationConfig(_Section):
+class RegistrationConfig(Section):
     min_expires: int = Field(60, ge=1)
     max_expires: int = Field(3600, ge=1)
     default_expires: int = Field(600, ge=1)
@@ -197,7 +125,7 @@ def _default_listen() -> list[ListenSpec]:
     return [ListenSpec(transport=t, host="127.0.0.1", port=5060) for t in ("udp", "tcp")]
 
 
-class SipConfig(_Section):
+class SipConfig(Section):
     listen: list[ListenSpec] = Field(default_factory=_default_listen, min_length=1)
     domain: str = Field("callcenter.local", min_length=1)
     realm: str = Field("callcenter.local", min_length=1)
@@ -224,12 +152,12 @@ class SipConfig(_Section):
     @field_validator("listen")
     @classmethod
     def _no_duplicate_listeners(cls, value: list[ListenSpec]) -> list[ListenSpec]:
-        if problems := _unique([str(spec) for spec in value], "listener"):
+        if problems := duplicates([str(spec) for spec in value], "listener"):
             raise _invalid(problems=problems)
         return value
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     listen: HostPort = Field(default_factory=lambda: HostPort(host="127.0.0.1", port=8080))
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
     secure_cookies: bool = False
@@ -239,7 +167,7 @@ _SYNC_URLS = {"sqlite": "sqlite+aiosqlite", "sqlite+pysqlite": "sqlite+aiosqlite
               "postgresql": "postgresql+asyncpg", "postgresql+psycopg2": "postgresql+asyncpg"}
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(Section):
     url: str | None = None
 
     @field_validator("url")
@@ -256,17 +184,17 @@ class DatabaseConfig(_Section):
         return value
 
 
-class BusConfig(_Section):
+class BusConfig(Section):
     kind: Literal["inprocess", "redis"] = "inprocess"
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
 
 
-class RecordingsConfig(_Section):
+class RecordingsConfig(Section):
     root: Path = Path("recordings")
     record_calls: bool = True
 
 
-class MediaConfig(_Section):
+class MediaConfig(Section):
     address: str = "127.0.0.1"
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(30000, ge=1024, le=65534)
@@ -297,7 +225,7 @@ class MediaConfig(_Section):
         return value
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
@@ -307,7 +235,7 @@ class LoggingConfig(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
-class AccountConfig(_Section):
+class AccountConfig(Section):
     """A SIP account: an operator's desk phone or an elder's terminal that registers directly."""
 
     username: SipUser
@@ -336,7 +264,7 @@ class AccountConfig(_Section):
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "register"')
 
-    class TrunkConfig(_Section):
+    class TrunkConfig(Section):
         """A carrier trunk (line group): where its calls come from and which DIDs it delivers."""
 
         name: Name
@@ -367,10 +295,10 @@ with warnings.catch_warnings():
             problems: list[tuple[Loc, str]] = []
             for index, did in enumerate(value):
                 try:
-                    numbers.append(_number(did))
+                    numbers.append(phone_number(did))
                 except PydanticCustomError as exc:
                     problems.append(((index,), exc.context["message"] if exc.context else str(exc)))
-            if problems or (problems := _unique(numbers, "DID")):
+            if problems or (problems := duplicates(numbers, "DID")):
                 raise _invalid(problems=problems)
             return numbers
 
@@ -381,7 +309,7 @@ with warnings.catch_warnings():
             return self
 
 
-class UserConfig(_Section):
+class UserConfig(Section):
     """A person who logs in to the operator desktop and the HTTP API."""
 
     username: Name
@@ -390,7 +318,7 @@ class UserConfig(_Section):
     display_name: str | None = None
 
 
-class RouteNumber(_Section):
+class RouteNumber(Section):
     """A number the center answers (a hotline, a button's DID, a test number) and what to do with it.
 
     ``action: flow`` runs the IVR flow named ``flow`` (a file in ivr_flows/). ``button`` says which terminal
@@ -413,7 +341,7 @@ class RouteNumber(_Section):
     @field_validator("number")
     @classmethod
     def _check_number(cls, value: str) -> str:
-        return _number(value)
+        return phone_number(value)
 
     @field_validator("button_codes", mode="before")
     @classmethod
@@ -437,7 +365,7 @@ class RouteNumber(_Section):
         return self
 
 
-class QueueConfig(_Section):
+class QueueConfig(Section):
     """A queue calls wait in for an operator (the ACD distributes them; flows name queues in queue nodes)."""
 
     name: Name
@@ -472,7 +400,7 @@ class QueueConfig(_Section):
         return value
 
 
-class OperatorConfig(_Section):
+class OperatorConfig(Section):
     """An operator (坐席): the desk phone that rings, the desktop login, skills and queues."""
 
     name: Name
@@ -495,7 +423,7 @@ class OperatorConfig(_Section):
         return value
 
 
-class AcdConfig(_Section):
+class AcdConfig(Section):
     """How calls meet operators: line seize for emergencies, ring timeouts, callbacks."""
 
     seize_after: float = Field(0.0, ge=0, le=600)  # an emergency waits this long before seizing an operator
@@ -510,13 +438,13 @@ class AcdConfig(_Section):
     callback_attempts: int = Field(5, ge=1, le=50)  # then the task stays open, marked for a supervisor
 
 
-class DirectoryConfig(_Section):
+class DirectoryConfig(Section):
     """Who is calling: a YAML list of elders (the demo list by default; none: every caller is unknown)."""
 
     file: Path | None = Path("config/demo_elders.yaml")
 
 
-class FlowsConfig(_Section):
+class FlowsConfig(Section):
     """IVR flows: the folder of YAML flows (watched: a valid change goes live, a broken one is refused)."""
 
     directory: Path = Path("ivr_flows")
@@ -527,17 +455,17 @@ class FlowsConfig(_Section):
     tts_cache: Path | None = None  # rendered prompts (default: engine.data_dir/tts)
 
 
-class RoutingConfig(_Section):
+class RoutingConfig(Section):
     numbers: list[RouteNumber] = Field(default_factory=list)
 
     @field_validator("numbers")
     @classmethod
     def _unique_numbers(cls, value: list[RouteNumber]) -> list[RouteNumber]:
-        _require_unique(value, "number", "number")
+        require_unique(value, "number", "number")
         return value
 
 
-class Config(_Section):
+class Config(Section):
     """The whole engine configuration (see config/callcenter.yaml for what each key means)."""
 
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -561,19 +489,19 @@ class Config(_Section):
     @field_validator("accounts")
     @classmethod
     def _unique_accounts(cls, value: list[AccountConfig]) -> list[AccountConfig]:
-        _require_unique(value, "username", "username")
+        require_unique(value, "username", "username")
         return value
 
     @field_validator("queues")
     @classmethod
     def _unique_queues(cls, value: list[QueueConfig]) -> list[QueueConfig]:
-        _require_unique(value, "name", "queue name")
+        require_unique(value, "name", "queue name")
         return value
 
     @field_validator("operators")
     @classmethod
     def _unique_operators(cls, value: list[OperatorConfig]) -> list[OperatorConfig]:
-        _require_unique(value, "name", "operator name")
+        require_unique(value, "name", "operator name")
         return value
 
     @model_validator(mode="after")
@@ -602,13 +530,13 @@ class Config(_Section):
     @classmethod
     def _unique_users(cls, value: list[UserConfig]) -> list[UserConfig]:
         """Logins ignore case, so "Operator1" and "operator1" would be the same person."""
-        _require_unique(value, "username", "username", key=str.casefold)
+        require_unique(value, "username", "username", key=str.casefold)
         return value
 
     @field_validator("trunks")
     @classmethod
     def _unique_trunks(cls, value: list[TrunkConfig]) -> list[TrunkConfig]:
-        problems = [(loc + ("name",), text) for loc, text in _unique([t.name for t in value], "trunk name")]
+        problems = [(loc + ("name",), text) for loc, text in duplicates([t.name for t in value], "trunk name")]
         owner: dict[str, str] = {}
         for index, trunk in enumerate(value):
             for did_index, did in enumerate(trunk.dids):
