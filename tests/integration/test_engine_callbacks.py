@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from tests.integration.engine import TRUNK_HOST, RunningEngine, free_port
-from tests.integration.peers import Sipp
+from tests.integration.peers import SIPP_SCENARIO_DIR, Sipp
 from tests.integration.test_engine_acd import (
     NORMAL_NUMBER,
+    PHONE_BUSY,
     acd_config,
     at,
     offered_call,
@@ -94,68 +95,9 @@ ELDER_ANSWERS_AND_HANGS_UP = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 """
 
-ELDER_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="elder whose line is busy">
-  <recv request="INVITE" crlf="true"/>
-  <send><![CDATA[
-      SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-  ]]></send>
-  <recv request="ACK"/>
-</scenario>
-"""
-
 # A caller waiting in a queue whose overflow is "callback": after the ACK it waits past max_wait (the offer
 # starts), presses 1 (RFC 2833) and waits for the engine to say goodbye and hang up.
-CALLER_PRESSES_1 = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="caller who accepts the callback offer">
-  <send retrans="500"><![CDATA[
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: "Elder" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:[caller]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=elder 1 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=ptime:20
-
-  ]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      [routes]
-      From: "Elder" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Content-Length: 0
-
-  ]]></send>
+PRESS_1_AND_WAIT_FOR_BYE = """\
   <pause milliseconds="{before_ms}"/>
   <nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_1.pcap"/></action></nop>
   <recv request="BYE" timeout="{bye_timeout_ms}"/>
@@ -171,6 +113,15 @@ CALLER_PRESSES_1 = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   ]]></send>
 </scenario>
 """
+
+
+def caller_pressing_1(tmp_path: Path, *, before_ms: int, bye_timeout_ms: int) -> Path:
+    """tools/sipp/acd_caller.xml whose tail (wait, then BYE) becomes: wait, press 1, take the engine's BYE."""
+    text = (SIPP_SCENARIO_DIR / "acd_caller.xml").read_text()
+    head = text[:text.index("  <pause/>")]
+    tail = PRESS_1_AND_WAIT_FOR_BYE.format(before_ms=before_ms, bye_timeout_ms=bye_timeout_ms)
+    return scenario_file(tmp_path, "presses_1", head + tail)
+
 
 ELDER_NUMBER = NORMAL_NUMBER
 SECOND_NUMBER = "13700137002"
@@ -315,7 +266,7 @@ def test_a_busy_elder_puts_the_task_back_with_a_retry_time(engine_factory, sipp_
     task_id = abandoned_task(engine, sipp_factory)["id"]
 
     desk = start_phone(sipp_factory, "acd_phone.xml", port, max_calls=1, timeout=30)
-    elder = carrier(sipp_factory, engine, scenario_file(tmp_path, "elder_busy", ELDER_BUSY))
+    elder = carrier(sipp_factory, engine, scenario_file(tmp_path, "elder_busy", PHONE_BUSY))
     make_available(engine)
 
     code, body = engine.api("POST", f"/api/callbacks/{task_id}/dial", {"operator": "op1001"})
@@ -350,7 +301,7 @@ def test_a_waiting_caller_accepts_the_callback_offer_and_is_hung_up(engine_facto
                                                                     tmp_path: Path) -> None:
     engine = engine_factory(callback_queue)
     engine.wait_for_event("ivr.started", timeout=60)
-    scenario = scenario_file(tmp_path, "presses_1", CALLER_PRESSES_1.format(before_ms=6000, bye_timeout_ms=20000))
+    scenario = caller_pressing_1(tmp_path, before_ms=6000, bye_timeout_ms=20000)
     caller = place_call(sipp_factory, engine, ELDER_NUMBER, scenario=scenario)
     call_id = offered_call(engine, ELDER_NUMBER)
     (queued,) = engine.wait_for_event("acd.call.queued", call_id=call_id)
