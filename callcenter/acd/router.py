@@ -22,7 +22,8 @@ one: first an operator in wrap-up, then one whose phone rings with a non-emergen
 withdrawn; the call keeps its place), then one talking to a non-emergency call (the victim: lowest
 priority first, then shortest talk by default). The victim's caller hears that an emergency must be taken
 and waits with music at the head of their class (or gets a callback task, by configuration). An
-emergency is never a victim.
+emergency is never a victim. With nobody at all to take, an operator on a break is rung (and goes back on the
+break after); with nobody logged in, ``acd.emergency.no_operator`` is logged and the call waits first in line.
 
 Every step is a :class:`~callcenter.acd.events.QueueEvent` in the event log.
 """
@@ -54,6 +55,7 @@ from callcenter.ivr.runner import QueueOutcome, QueueRequest
 log = structlog.get_logger("callcenter.acd")
 
 OS = OperatorState
+PHONE_PROBLEMS = frozenset({"phone_unreachable", "phone_lost"})  # pauses that no ringing can help
 
 
 class Distributor:
@@ -74,8 +76,8 @@ class Distributor:
         self.waiting: list[QueuedCall] = []  # WAITING and OFFERED calls (kept unsorted; ordered on use)
         self.offers: dict[int, Offer] = {}
         self.counters = {"entered": 0, "left": 0, "timeouts": 0, "connected": 0, "abandoned": 0,
-                         "preemptions": 0, "seized_wrap_up": 0, "withdrawn_offers": 0, "recovered": 0,
-                         "missed": 0, "auto_paused": 0}
+                         "preemptions": 0, "seized_wrap_up": 0, "seized_paused": 0, "withdrawn_offers": 0,
+                         "recovered": 0, "missed": 0, "auto_paused": 0}
         self._recent_abandons: dict[tuple[str, str], tuple[float, float, int]] = {}
         self._sequence = itertools.count()
         self._offer_ids = itertools.count(1)
@@ -616,7 +618,7 @@ class Distributor:
             return True
         chosen = choose_victim(eligible, self.calls, self.clock.seconds(), self.settings.victim)
         if chosen is None:
-            return False  # every skilled operator is on an emergency: the call waits, first in line
+            return self._seize_paused(call, eligible)
         operator, offer, victim = chosen
         if offer is not None:
             log.info("acd.seize.ringing", call_id=call.call_id, operator=operator.name,
@@ -625,6 +627,24 @@ class Distributor:
             self._offer(call, operator, seized=True)
             return True
         self._preempt(victim, operator, call)
+        return True
+
+    def _seize_paused(self, call: QueuedCall, eligible: list[Operator]) -> bool:
+        """Nobody free and nobody on a call that may be taken: an operator on a break is still at the center,
+        so their phone rings for the emergency (they go back on break afterwards). Not when the pause says
+        the phone itself is gone. Otherwise the call waits, first in line, and the log says why."""
+        paused = [o for o in eligible if o.state is OS.PAUSED and o.pause_reason not in PHONE_PROBLEMS]
+        if not paused:
+            if not call.data.get("unstaffed"):
+                call.data["unstaffed"] = True
+                log.error("acd.emergency.no_operator", call_id=call.call_id, queue=call.queue.name,
+                          skilled=len(eligible), busy_on_emergencies=sum(o.state is OS.TALKING for o in eligible))
+            return False
+        operator = min(paused, key=lambda o: (o.since, o.name))  # the longest on a break
+        log.warning("acd.seize.paused", call_id=call.call_id, operator=operator.name, reason=operator.pause_reason)
+        self.counters["seized_paused"] += 1
+        operator.pending = operator.pending or (OS.PAUSED, operator.pause_reason)
+        self._offer(call, operator, seized=True)
         return True
 
     def _preempt(self, victim: QueuedCall, operator: Operator, emergency: QueuedCall) -> None:

@@ -144,7 +144,7 @@ class SipConnector:
         operator = offer.operator
         log.warning("acd.phone.unreachable", call_id=offer.call.call_id, operator=operator.name, reason=why)
         self.acd.not_answered(offer, "unreachable")
-        if operator.state.value == "available":
+        if operator.state.value in ("available", "paused"):  # paused too: the reason says why now
             self.acd.set_state(operator.name, "paused", "phone_unreachable")
 
     def stop_ringing(self, offer: Offer) -> None:

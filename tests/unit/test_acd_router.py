@@ -990,3 +990,31 @@ def test_views():
     view = {o["name"]: o for o in rig.acd.operators_view()}
     assert view["a"]["state"] == "reserved" and view["a"]["call_id"] == "c1" and view["a"]["offers"] == 1
     assert rig.acd.snapshot()["care"][0]["ringing"] == ["a"]
+
+
+# -- an emergency and nobody on duty ------------------------------------------------------------------------
+def test_an_emergency_rings_an_operator_on_a_break_who_goes_back_on_break_after() -> None:
+    rig = Rig([make_operator("a"), make_operator("b")])
+    rig.acd.set_state("a", "paused", "toilet")
+    rig.clock.advance(5)
+    rig.acd.set_state("b", "paused", "phone_unreachable")  # its phone is gone: ringing it cannot help
+    rig.call("n1")  # a normal call waits for the break to end
+    assert rig.ringing() == []
+    rig.call("e1", priority="emergency")
+    assert rig.ringing() == [("e1", "a")] and rig.acd.counters["seized_paused"] == 1
+    rig.talk("e1", "a", seconds=30)
+    rig.clock.advance(0)  # wrap-up of 0 s
+    assert (rig.state("a"), rig.op("a").pause_reason) == (OperatorState.PAUSED, "toilet")
+    assert rig.ringing() == []  # n1 still waits: "a" is on a break again
+
+
+def test_an_emergency_with_no_operator_at_all_waits_first_in_line_and_says_so_once(capsys: Any) -> None:
+    rig = Rig([make_operator("a")])  # logged out
+    rig.call("n1")
+    rig.call("e1", priority="emergency")
+    rig.call("e2", priority="emergency")
+    rig.acd.dispatch()
+    assert rig.ringing() == [] and rig.acd.position("e1") == 1
+    assert capsys.readouterr().out.count("acd.emergency.no_operator") == 2  # once per call, not per dispatch
+    rig.login("a")
+    assert rig.ringing() == [("e1", "a")]
