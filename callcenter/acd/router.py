@@ -69,6 +69,7 @@ class Distributor:
         self.settings = settings or AcdSettings()
         self.queues: dict[str, QueueSettings] = {q.name: q for q in queues}
         self.operators: dict[str, Operator] = {o.name: o for o in operators}
+        self._names = sorted(self.operators)  # round robin's order (the operators are fixed by configuration)
         self.events: EventSink = events if events is not None else EventList()
         self.on_abandon = on_abandon  # a callback task for the abandoned caller
         self.on_preempt_callback = on_preempt_callback
@@ -600,7 +601,7 @@ class Distributor:
 
     def _choose(self, call: QueuedCall, free: list[Operator]) -> list[Operator]:
         return choose_operators(call, [o for o in free if self._eligible(call, o)], rotation=self._round_robin,
-                                names=sorted(self.operators))
+                                names=self._names)
 
     def _seize_for(self, call: QueuedCall) -> bool:
         """Line seize: give the emergency an operator now. True when an operator was taken."""
