@@ -147,8 +147,9 @@ async def api_callback_dial(request: web.Request) -> web.StreamResponse:
     except DialError as exc:
         raise ApiError(exc.status, str(exc)) from None
     log.info("api.callback.dial", task_id=task_id, operator=name, username=identity_of(request).user.username)
+    leg = attempt.phone or getattr(attempt, "elder", None)  # browser softphone: no desk phone call
     return web.json_response({"task_id": task_id, "operator": name,
-                              "call_id": attempt.phone.call_id if attempt.phone else None}, status=202)
+                              "call_id": leg.call_id if leg is not None else None}, status=202)
 
 
 @allow(*STAFF)

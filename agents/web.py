@@ -23,7 +23,7 @@ import jinja2
 import structlog
 from aiohttp import hdrs, web
 
-from agents import acd_api, metrics_route
+from agents import acd_api, desk_api, desk_calls, directory_api, metrics_route, openapi, pages, push
 from agents.api import (
     ApiError,
     api_add_party,
@@ -90,6 +90,12 @@ def create_app(engine: Any, config: Config, *, now: Callable[[], float] = time.m
     app.router.add_post("/api/calls/{call_id}/parties", api_add_party)
     acd_api.register(app)
     metrics_route.register(app)
+    push.register(app)
+    desk_api.register(app)
+    desk_calls.register(app)
+    directory_api.register(app)
+    openapi.register(app)
+    pages.register(app)
     app.router.add_static("/static", STATIC, name="static", append_version=True)
     return app
 

@@ -12,6 +12,7 @@ import structlog
 
 from agents.web import bound_address, start_http
 from callcenter.acd.callbacks import CallbackTasks
+from callcenter.acd.control import CallControl
 from callcenter.acd.dialler import CallbackDialler
 from callcenter.acd.eventlog import QueueEventWriter
 from callcenter.acd.events import FanOut
@@ -20,6 +21,7 @@ from callcenter.acd.model import AcdSettings, QueueSettings
 from callcenter.acd.operators import Operator, OperatorState
 from callcenter.acd.publish import AcdPublisher
 from callcenter.acd.router import Distributor
+from callcenter.acd.softphone import Softphones
 from callcenter.acd.telephony import SipConnector
 from callcenter.bus.inprocess import InProcessBus
 from callcenter.calls.inbound import Route
@@ -29,12 +31,14 @@ from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.trunks import TrunkSet
 from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
 from callcenter.config import Config
-from callcenter.directory.lookup import FileDirectory
+from callcenter.directory.lookup import open_directory
+from callcenter.directory.store import DirectoryStore
 from callcenter.ivr.service import FlowService
 from callcenter.ivr.tts import SpeechSynthesizer
 from callcenter.ivr.versions import FlowStore
 from callcenter.media.prompts import PromptCache
 from callcenter.media.service import MediaService
+from callcenter.media.webrtc import WebRtcGateway
 from callcenter.net.flood import FloodGuard
 from callcenter.net.transport import SipTransport
 from callcenter.sip.digest_server import AccountSecret
@@ -84,8 +88,12 @@ class Engine:
         self.ua: UserAgentCore | None = None
         self.registrations: list[TrunkRegistration] = []
         self.flows: FlowService | None = None
+        self.directory: DirectoryStore | None = None  # the elders (callcenter.directory.store)
         self.acd: Distributor | None = None
         self.acd_connector: SipConnector | None = None
+        self.webrtc: WebRtcGateway | None = None  # the browser softphones' WebRTC
+        self.softphones: Softphones | None = None
+        self.control: CallControl | None = None  # the desktop's call control (answer, hold, transfer…)
         self.acd_metrics: QueueMetrics | None = None
         self.acd_events: QueueEventWriter | None = None
         self.missed: MissedCalls | None = None
@@ -191,7 +199,7 @@ class Engine:
         self.acd.on_preempt_callback = self.missed.preempted_to_callback
         self.missed.acd = self.acd
         ua.observers.append(self.missed)
-        directory = FileDirectory.load(Path(cfg.directory.file)) if cfg.directory.file else FileDirectory()
+        self.directory = await open_directory(cfg, self.db)  # fills an empty directory: seed, generated elders
         self.flows = FlowService(
             config=cfg,
             clock=self.reactor,
@@ -200,7 +208,7 @@ class Engine:
             store=FlowStore(self.db),
             tts=SpeechSynthesizer(Path(cfg.flows.tts_cache or data_dir / "tts")),
             queues=self.acd,
-            directory=directory,
+            directory=self.directory,
             callbacks=self.callbacks,
             recordings_root=Path(cfg.recordings.root),
             on_ivr_abandon=self.missed.ivr_abandoned,
@@ -214,8 +222,16 @@ class Engine:
             acd=self.acd,
             create_callback=lambda call, reason, source: missed.callback_for(call, reason, source))
         self.acd.connector = self.acd_connector
+        self.webrtc = WebRtcGateway(cfg.webrtc, clock=self.reactor)
+        self.softphones = Softphones(self.acd_connector, self.webrtc)
         self.dialler = CallbackDialler(ua, self.media, self.acd, self.callbacks, retry=list(cfg.acd.callback_retry),
-                                       max_attempts=cfg.acd.callback_attempts, ring_timeout=cfg.acd.ring_timeout * 2)
+                                       max_attempts=cfg.acd.callback_attempts, ring_timeout=cfg.acd.ring_timeout * 2,
+                                       softphones=self.softphones)
+        self.control = CallControl(
+            ua=ua, media=self.media, acd=self.acd, connector=self.acd_connector, softphones=self.softphones,
+            flows=self.flows, dialler=self.dialler, bus=self.bus, services=cfg.acd.services,
+            transfer_ring_timeout=cfg.acd.transfer_ring_timeout)
+        self.control.start()
         self.acd_connector.start()
         self.acd.start()
         for trunk in ua.trunks.trunks.values():
@@ -276,10 +292,14 @@ class Engine:
                 ua.close()
             if self.flows is not None:
                 self.flows.stop()
+            if self.control is not None:
+                self.control.stop()
             if self.acd is not None:
                 self.acd.stop()
             if self.acd_connector is not None:
                 self.acd_connector.stop()
+            if self.softphones is not None:
+                await self.softphones.close()  # the browsers' peer connections, before media stops
             if self.missed is not None:
                 await self.missed.drain()
             if self.dialler is not None:
@@ -312,7 +332,8 @@ def build_distributor(cfg: Config, clock: Any, events: Any) -> Distributor:
     now = clock.seconds()
     operators = [Operator(
         name=o.name, display_name=o.display_name or o.name, phone=o.phone, user=o.user, skills=dict(o.skills),
-        queues=dict(o.queues), wrap_up=o.wrap_up, state=OperatorState(o.start), since=now, idle_since=now)
+        queues=dict(o.queues), wrap_up=o.wrap_up, device=o.device, state=OperatorState(o.start), since=now,
+        idle_since=now)
         for o in cfg.operators]
     settings = AcdSettings(seize_after=cfg.acd.seize_after, victim=cfg.acd.victim, on_preempt=cfg.acd.on_preempt,
                            ring_timeout=cfg.acd.ring_timeout, max_missed=cfg.acd.max_missed)

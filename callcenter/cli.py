@@ -1,5 +1,5 @@
 """The ``callcenter`` command: ``serve``, ``config check``, ``calls recent``, ``flows …``, ``stats``,
-``users hash-password``."""
+``elders …``, ``users hash-password``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     from callcenter.stats import commands as stats_commands
 
     stats_commands.add_parser(sub, config_arg)
+
+    from callcenter.directory import commands as elder_commands
+
+    elder_commands.add_parser(sub, config_arg)
 
     users = sub.add_parser("users", help="desktop and API users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
@@ -108,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from callcenter.stats import commands as stats_commands
 
         return stats_commands.run(args, config)
+    if args.command == "elders":
+        from callcenter.directory import commands as elder_commands
+
+        return elder_commands.run(args, config)
     return 2
 
 

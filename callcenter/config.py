@@ -225,6 +225,56 @@ class MediaConfig(Section):
         return value
 
 
+class IceServerConfig(Section):
+    """A STUN or TURN server for the browser softphone's ICE (a real deployment behind NAT; none by default)."""
+
+    urls: list[str] = Field(min_length=1)  # "stun:host:port", "turn:host:port?transport=udp", "turns:…"
+    username: str | None = Field(None, min_length=1)
+    credential: str | None = Field(None, min_length=1, repr=False)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, value: list[str]) -> list[str]:
+        problems = [((index,), f"expected a stun:, stuns:, turn: or turns: URL, got {_show(url)}")
+                    for index, url in enumerate(value) if not re.match(r"(stuns?|turns?):[^\s]+$", url)]
+        if problems:
+            raise _invalid(problems=problems)
+        return value
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> Self:
+        if any(url.startswith("turn") for url in self.urls) and (self.username is None or self.credential is None):
+            raise _invalid("a TURN server needs a username and a credential")
+        return self
+
+
+class WebRtcConfig(Section):
+    """The browser softphone's media (WebRTC through aiortc). No ICE server is contacted unless listed here;
+    ``host_addresses`` pins the host candidates the engine offers (empty: every interface but loopback, which
+    is aioice's choice; the demo and the tests use ["127.0.0.1"], with the browser on the same machine)."""
+
+    ice_servers: list[IceServerConfig] = Field(default_factory=list)
+    host_addresses: list[str] = Field(default_factory=list)
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _ip_addresses(cls, value: list[str]) -> list[str]:
+        problems = []
+        for index, address in enumerate(value):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problems.append(((index,), f"expected an IP address (a host candidate), got {_show(address)}"))
+        if problems:
+            raise _invalid(problems=problems)
+        return value
+
+
 class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -411,6 +461,7 @@ class OperatorConfig(Section):
     queues: dict[str, int] = Field(default_factory=dict)  # queue → weight 1-100 (higher: preferred)
     wrap_up: float = Field(10.0, ge=0, le=600)  # seconds after a call before the next offer
     start: Literal["logged_out", "available"] = "logged_out"  # state when the engine starts
+    device: Literal["phone", "browser"] = "phone"  # where offers ring at start (the desktop can change it)
 
     @field_validator("skills", "queues")
     @classmethod
@@ -436,12 +487,59 @@ class AcdConfig(Section):
     callback_retry: list[Annotated[float, Field(ge=0, le=7 * 86400)]] = Field(
         default_factory=lambda: [300.0, 900.0, 3600.0], min_length=1)  # backoff before each next attempt, seconds
     callback_attempts: int = Field(5, ge=1, le=50)  # then the task stays open, marked for a supervisor
+    # the desktop's three-way call buttons: service → the number dialled through the outbound trunk
+    services: dict[Name, str] = Field(default_factory=lambda: {"120": "120", "110": "110"})
+    transfer_ring_timeout: float = Field(30.0, ge=5, le=120)  # a blind transfer to a number rings this long
+
+    @field_validator("services")
+    @classmethod
+    def _service_numbers(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: phone_number(number) for name, number in value.items()}
 
 
 class DirectoryConfig(Section):
-    """Who is calling: a YAML list of elders (the demo list by default; none: every caller is unknown)."""
+    """Who is calling: the elders in the database (callcenter/directory). At first start (no elders yet) the
+    elders of ``seed`` (a YAML list; ``seed: ""`` for none) are loaded, then ``generate`` demo elders are made.
+    ``region`` is the country numbers are read in; with ``area_code`` (e.g. "010") a 7–8 digit local number
+    without one is read as a landline of that area. ``file`` is the older name of ``seed``."""
 
-    file: Path | None = Path("config/demo_elders.yaml")
+    seed: Path | None = Path("config/demo_elders.yaml")
+    generate: int = Field(0, ge=0, le=1_000_000)
+    region: str = "CN"
+    area_code: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_is_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "file" in data:
+            if "seed" in data:
+                raise _invalid('"file" is the older name of "seed": give one of them')
+            data = dict(data)
+            data["seed"] = data.pop("file")
+        return data
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _no_seed(cls, value: Any) -> Any:
+        return None if value in ("", False) else value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise _invalid(f'expected a two-letter region code like "CN", got {_show(value)}')
+        return value
+
+    @field_validator("area_code")
+    @classmethod
+    def _area_code(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"0?[1-9][0-9]{1,2}", value):
+            raise _invalid(f'expected an area code like "010", got {_show(value)}')
+        return "0" + value.lstrip("0")
 
 
 class FlowsConfig(Section):
@@ -453,6 +551,29 @@ class FlowsConfig(Section):
     timezone: str = "Asia/Shanghai"  # the center's local time (hours nodes, greetings)
     max_steps: int = Field(200, ge=10, le=10_000)  # nodes in a row without waiting for the caller
     tts_cache: Path | None = None  # rendered prompts (default: engine.data_dir/tts)
+
+
+DeskItem = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DeskConfig(Section):
+    """What the operator desktop offers in its forms: disposition codes for service records, work order types
+    and assignees (care stations, residents' committees, property). Stored as written."""
+
+    dispositions: list[DeskItem] = Field(default_factory=lambda: [
+        "紧急救助已派120", "紧急救助已通知家属", "咨询已解答", "服务已预约", "已转接", "投诉已登记", "需回访",
+        "误按", "无声电话", "测试呼叫", "其他"], min_length=1)
+    work_order_types: list[DeskItem] = Field(default_factory=lambda: [
+        "上门探视", "维修", "送餐", "医疗协助", "投诉处理", "其他"], min_length=1)
+    assignees: list[DeskItem] = Field(default_factory=lambda: [
+        "养老驿站", "居委会", "物业", "养老服务指导中心", "家属"])
+
+    @field_validator("dispositions", "work_order_types", "assignees")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        if problems := duplicates(value, "entry"):
+            raise _invalid(problems=problems)
+        return value
 
 
 class RoutingConfig(Section):
@@ -475,6 +596,7 @@ class Config(Section):
     bus: BusConfig = Field(default_factory=BusConfig)
     recordings: RecordingsConfig = Field(default_factory=RecordingsConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     trunks: list[TrunkConfig] = Field(default_factory=list)
@@ -485,6 +607,7 @@ class Config(Section):
     operators: list[OperatorConfig] = Field(default_factory=list)
     acd: AcdConfig = Field(default_factory=AcdConfig)
     users: list[UserConfig] = Field(default_factory=list)
+    desk: DeskConfig = Field(default_factory=DeskConfig)
 
     @field_validator("accounts")
     @classmethod
@@ -519,6 +642,8 @@ class Config(Section):
                 problems.append((("operators", index, "phone"), f"no account named {_show(op.phone)}"))
             if op.user is not None and op.user.casefold() not in logins:
                 problems.append((("operators", index, "user"), f"no user named {_show(op.user)}"))
+            if op.device == "browser" and op.user is None:
+                problems.append((("operators", index, "device"), "a browser softphone needs a desktop login (user)"))
         for index, q in enumerate(self.queues):
             if q.overflow and q.overflow.startswith("queue:") and q.overflow[6:] not in queues:
                 problems.append((("queues", index, "overflow"), f"no queue named {_show(q.overflow[6:])}"))

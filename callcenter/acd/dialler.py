@@ -5,6 +5,12 @@ is called through a trunk as an ordinary outbound call (it never uses the channe
 an emergency that needs the channel ends it). When the elder answers, the two are bridged; the operator is
 "talking" for the ACD and no queued call is offered meanwhile.
 
+An operator whose device is the browser softphone needs it connected (else 409, no attempt counted): no desk
+phone rings, the elder is called at once, and the softphone is on that call from then on (the desktop's
+hang-up ends it, even while the elder's phone rings); when the elder answers the elder's leg is bridged with
+the browser's. Ending, bookkeeping and wrap-up are the desk phone's. The operator is reserved with the call id
+``callback-<task id>`` (the desktop pops the elder on that) as soon as the attempt is known.
+
 Every attempt is counted on the task. An attempt that does not reach the elder (no answer, busy, failure)
 puts the task back to "open" with the next due time from ``retry`` (backoff); after ``attempts`` tries it
 stays open, marked for a supervisor. A task ends only when the operator completes or closes it with a
@@ -47,6 +53,7 @@ class Attempt:
     elder: Call | None = None
     reached: bool = False
     done: bool = False
+    browser: bool = False  # the operator talks on the browser softphone (no desk phone call)
 
 
 @dataclass
@@ -58,6 +65,7 @@ class CallbackDialler:
     retry: list[float]
     max_attempts: int
     ring_timeout: float = 30.0
+    softphones: Any = None  # callcenter.acd.softphone.Softphones: operators whose device is "browser"
     attempts: dict[int, Attempt] = field(default_factory=dict)  # task id → the attempt in progress
     _updates: set[asyncio.Future[None]] = field(default_factory=set, repr=False)  # task rows being written
 
@@ -65,7 +73,11 @@ class CallbackDialler:
         operator = self.acd.operators.get(operator_name)
         if operator is None:
             raise DialError(404, f"no operator named {operator_name}")
-        if operator.phone is None:
+        browser = getattr(operator, "device", "phone") == "browser"
+        if browser:
+            if not self._softphone_ready(operator_name):
+                raise DialError(409, f"operator {operator_name}'s browser softphone is not connected")
+        elif operator.phone is None:
             raise DialError(409, f"operator {operator_name} has no desk phone")
         if task_id in self.attempts:
             raise DialError(409, "this task is being dialled")
@@ -74,13 +86,16 @@ class CallbackDialler:
             if await self.tasks.get(task_id) is None:
                 raise DialError(404, f"no callback task {task_id}")
             raise DialError(409, "the task is not open (completed, closed or being dialled)")
-        attempt = Attempt(task_id, task.number, operator_name)
+        attempt = Attempt(task_id, task.number, operator_name, browser=browser)
+        self.attempts[task_id] = attempt  # first: reserving the operator pops the desktop, which looks it up
         try:
             self.acd.begin_outbound(operator_name, f"callback-{task_id}")
         except ValueError as exc:
+            del self.attempts[task_id]
             await self.tasks.attempt_failed(task_id, "operator busy", retry=[0.0], counted=False)
             raise DialError(409, str(exc)) from None
-        self.attempts[task_id] = attempt
+        if browser:
+            return self._dial_browser(attempt)
         try:
             attempt.phone = self.ua.outbound.call_phone(
                 operator.phone, caller_number=task.number, caller_display=f"回访 {task.number}",
@@ -94,7 +109,31 @@ class CallbackDialler:
                  call_id=attempt.phone.call_id)
         return attempt
 
+    def _softphone_ready(self, operator: str) -> bool:
+        return self.softphones is not None and bool(self.softphones.connected(operator))
+
+    def _dial_browser(self, attempt: Attempt) -> Attempt:
+        """The browser operator is reserved: call the elder now, the softphone is on that call."""
+        name = attempt.operator
+        if not self._softphone_ready(name):  # the page went away while the task was being taken
+            self._finish(attempt, "browser softphone not connected", counted=False)
+            raise DialError(409, f"operator {name}'s browser softphone is not connected")
+        error = self._call_elder(attempt)
+        if error is not None:
+            raise DialError(409, f"no line: {error}")
+        if attempt.done or attempt.elder is None:  # the call failed at once (its end is already counted)
+            raise DialError(409, "the call to the elder failed at once")
+        self.softphones.start_outbound(name, attempt.elder.call_id, lambda: self._operator_ended(attempt))
+        log.info("acd.callback.dialling", task_id=attempt.task_id, operator=name, number=attempt.number,
+                 call_id=attempt.elder.call_id, device="browser")
+        return attempt
+
     def _operator_answered(self, attempt: Attempt, phone: Call) -> None:
+        if self._call_elder(attempt) is not None:
+            self.ua.outbound.hangup(phone, EndReason.LOCAL_BYE)
+
+    def _call_elder(self, attempt: Attempt) -> str | None:
+        """Call the elder through a trunk; the reason when no line is free (the attempt is then over, uncounted)."""
         try:
             attempt.elder = self.ua.outbound.originate(
                 attempt.number, caller_id="callcenter", emergency=False,
@@ -103,21 +142,29 @@ class CallbackDialler:
         except OutboundError as exc:
             log.warning("acd.callback.no_trunk", task_id=attempt.task_id, error=str(exc))
             self._finish(attempt, f"no line: {exc}", counted=False)
-            self.ua.outbound.hangup(phone, EndReason.LOCAL_BYE)
-            return
+            return str(exc)
         log.info("acd.callback.calling_elder", task_id=attempt.task_id, call_id=attempt.elder.call_id,
                  number=attempt.number)
+        return None
 
     def _elder_answered(self, attempt: Attempt, elder: Call) -> None:
-        phone = attempt.phone
-        if phone is None or not phone.active:
-            self.ua.outbound.hangup(elder, EndReason.LOCAL_BYE)
-            return
-        a, b = elder.caller_leg.media, phone.caller_leg.media
-        if a is not None and b is not None:
-            self.media.bridge(a, b)
-            if getattr(self.ua.outbound, "record_calls", False):
-                self.media.start_recording(a)
+        a = elder.caller_leg.media
+        if attempt.browser:
+            if self.softphones is None or not self.softphones.outbound_answered(attempt.operator, elder.call_id):
+                self.ua.outbound.hangup(elder, EndReason.LOCAL_BYE)  # the operator hung up meanwhile
+                return
+        else:
+            phone = attempt.phone
+            if phone is None or not phone.active:
+                self.ua.outbound.hangup(elder, EndReason.LOCAL_BYE)
+                return
+            b = phone.caller_leg.media
+            if a is not None and b is not None:
+                self.media.bridge(a, b)
+            else:
+                a = None  # not bridged: nothing to record
+        if a is not None and getattr(self.ua.outbound, "record_calls", False):
+            self.media.start_recording(a)
         attempt.reached = True
         self.acd.outbound_answered(attempt.operator)
         log.info("acd.callback.connected", task_id=attempt.task_id, call_id=elder.call_id,
@@ -134,7 +181,8 @@ class CallbackDialler:
         if attempt.phone is not None and attempt.phone.active:
             self.ua.outbound.hangup(attempt.phone, EndReason.LOCAL_BYE)
 
-    def _operator_ended(self, attempt: Attempt, phone: Call) -> None:
+    def _operator_ended(self, attempt: Attempt, phone: Call | None = None) -> None:
+        """The operator's side ended: the desk phone hung up, or the desktop's hang-up on the softphone."""
         if attempt.elder is None:
             self._finish(attempt, "operator did not answer", counted=False)
             return
@@ -148,6 +196,8 @@ class CallbackDialler:
             return
         attempt.done = True
         self.attempts.pop(attempt.task_id, None)
+        if attempt.browser and attempt.elder is not None and self.softphones is not None:
+            self.softphones.end_outbound(attempt.operator, attempt.elder.call_id)  # before the operator is free
         self.acd.end_outbound(attempt.operator)
         if attempt.reached:
             job = self.tasks.attempt_reached(attempt.task_id)

@@ -67,6 +67,7 @@ class QueuedCall:
     outcome: Deferred[QueueOutcome] | None
     state: CallState = CallState.WAITING
     head: bool = False  # put back at the head of its class after a pre-emption
+    target: str | None = None  # offered to this operator only (an operator's transfer to a colleague)
     offers: list[Offer] = field(default_factory=list)
     operator: Operator | None = None
     connected_at: float | None = None

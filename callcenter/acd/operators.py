@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -47,6 +47,10 @@ TRANSITIONS: Mapping[OperatorState, frozenset[OperatorState]] = {
 }
 
 
+Device = Literal["phone", "browser"]
+DEVICES: tuple[Device, ...] = ("phone", "browser")
+
+
 class InvalidOperatorTransition(Exception):
     pass
 
@@ -60,6 +64,7 @@ class Operator:
     skills: Mapping[str, int]  # skill → level 1-9 (languages such as cmn/yue, roles such as nurse)
     queues: Mapping[str, int]  # queue → weight (higher: preferred when several queues have calls)
     wrap_up: float
+    device: Device = "phone"  # where offers ring: the desk phone (SIP) or the desktop's browser softphone
     state: OperatorState = OperatorState.LOGGED_OUT
     since: float = 0.0  # when the current state began
     idle_since: float = 0.0  # when the operator last became available (longest-idle strategy)
@@ -103,7 +108,8 @@ class Operator:
 
     def as_dict(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "display_name": self.display_name, "phone": self.phone, "user": self.user,
-                "state": self.state.value, "since": round(now - self.since, 1), "reason": self.pause_reason,
+                "device": self.device, "state": self.state.value, "since": round(now - self.since, 1),
+                "reason": self.pause_reason,
                 "pending": self.pending[0].value if self.pending else None, "call_id": self.call_id,
                 "skills": dict(self.skills), "queues": dict(self.queues), "missed_in_row": self.missed_in_row,
                 "calls_today": self.calls_today, **self.counters}

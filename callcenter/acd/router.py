@@ -15,7 +15,9 @@ the old arrival time).
 Among them the queue's ``strategy`` chooses (higher queue weight first, then longest idle / round robin /
 fewest calls; ``ring_all`` rings every eligible operator and the first to answer takes the call).
 Every offer has a reservation timer (ring timeout plus a margin): whatever the phone does, the operator
-cannot stay reserved. After ``max_missed`` missed offers in a row the operator is paused.
+cannot stay reserved. After ``max_missed`` missed offers in a row the operator is paused. A call transferred to a
+colleague (``enqueue(..., target=NAME)``) is offered to them only, until they miss it or log out (an emergency never
+waits for a colleague who is not free).
 
 **Line seize.** An emergency that has waited ``seize_after`` seconds with no eligible operator free takes
 one: first an operator in wrap-up, then one whose phone rings with a non-emergency call (that offer is
@@ -48,7 +50,7 @@ from callcenter.acd.model import (
     QueueSettings,
     replace_queue,
 )
-from callcenter.acd.operators import Operator, OperatorState
+from callcenter.acd.operators import DEVICES, Operator, OperatorState
 from callcenter.acd.selection import choose_operators, choose_victim
 from callcenter.ivr.runner import QueueOutcome, QueueRequest
 
@@ -139,9 +141,12 @@ class Distributor:
 
     # -- calls entering and leaving -------------------------------------------------------------------
     def enqueue(self, call_id: str, caller_number: str, request: QueueRequest,
-                on_leave: Callable[[], None] | None = None) -> Deferred[QueueOutcome]:
+                on_leave: Callable[[], None] | None = None, *, target: str | None = None,
+                detail: str = "") -> Deferred[QueueOutcome]:
         """Add the call; the Deferred fires when it is answered or its node's max_wait passes ("timeout"),
-        and is cancelled (the call removed) when the caller hangs up."""
+        and is cancelled (the call removed) when the caller hangs up. ``target`` offers it to that operator
+        only (until they miss it or log out: then to anyone of its queue); ``detail`` goes into the "enter"
+        event ("transfer" when an operator sent the call here)."""
         queue = self.queues.get(request.queue)
         if queue is None:
             log.error("acd.queue.unknown", call_id=call_id, queue=request.queue)
@@ -149,12 +154,12 @@ class Distributor:
         if call_id in self.calls:
             self._remove(self.calls[call_id], "requeued", fire=False)
         outcome: Deferred[QueueOutcome] = Deferred(lambda _: self.leave(call_id, "caller_hangup", fire=False))
-        self._add(call_id, caller_number, request, queue, outcome, on_leave)
+        self._add(call_id, caller_number, request, queue, outcome, on_leave, detail=detail, target=target)
         return outcome
 
     def _add(self, call_id: str, caller_number: str, request: QueueRequest, queue: QueueSettings,
              outcome: Deferred[QueueOutcome] | None, on_leave: Callable[[], None] | None,
-             detail: str = "") -> QueuedCall:
+             detail: str = "", target: str | None = None) -> QueuedCall:
         now = self.clock.seconds()
         entered, sequence = now, next(self._sequence)
         rejoin = self._recent_abandons.pop((queue.name, caller_number), None) if caller_number else None
@@ -166,13 +171,13 @@ class Distributor:
             if name.strip():
                 skills[name.strip()] = max(skills.get(name.strip(), 1), int(level) if level.isdigit() else 1)
         call = QueuedCall(call_id, caller_number, request, queue, skills, entered, now, sequence, outcome,
-                          on_leave=on_leave)
+                          on_leave=on_leave, target=target if target in self.operators else None)
         self.calls[call_id] = call
         self.waiting.append(call)
         self.counters["entered"] += 1
         self._event(call, "enter", detail=detail)
         log.info("acd.call.queued", call_id=call_id, queue=queue.name, priority=call.priority,
-                 level=request.level, skills=skills, detail=detail or None)
+                 level=request.level, skills=skills, detail=detail or None, target=call.target)
         self._arm_call_timers(call)
         self.dispatch()
         return call
@@ -312,6 +317,20 @@ class Distributor:
         self.dispatch()
         return operator
 
+    def set_device(self, name: str, device: str) -> Operator:
+        """Where this operator's offers ring from now on: "phone" (the desk phone) or "browser" (the desktop's
+        softphone). A call already ringing or talking stays where it is. The operator's listener hears of it
+        (old and new state equal) so that desktops update."""
+        operator = self.operators[name]
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if operator.device != device:
+            operator.device = device  # type: ignore[assignment]  # checked against DEVICES just above
+            log.info("acd.operator.device", operator=name, device=device, call_id=operator.call_id)
+            if operator.listener is not None:
+                operator.listener(operator, operator.state, operator.state)
+        return operator
+
     def _operator_free(self, operator: Operator) -> None:
         """The operator's call or offer is over: apply a pending pause/logout, else available."""
         now = self.clock.seconds()
@@ -430,6 +449,9 @@ class Distributor:
         if tell_connector and self.connector is not None:
             self.connector.stop_ringing(offer)
         self._event(call, "miss", operator=operator.name, detail=reason)
+        if count_miss and call.target == operator.name:
+            call.target = None  # the colleague did not take it: anyone of its queue may
+            log.info("acd.call.untargeted", call_id=call.call_id, operator=operator.name, reason=reason)
         if count_miss:
             operator.missed_in_row += 1
             operator.counters["misses"] += 1
@@ -579,6 +601,9 @@ class Distributor:
                 return  # a connector reported inside ring() (an operator is free again…): order afresh
             if call.state is not CallState.WAITING or call.call_id not in self.calls:
                 continue
+            if call.target is not None and (self.operators[call.target].state is OS.LOGGED_OUT or (
+                    call.emergency and self.operators[call.target].state is not OS.AVAILABLE)):
+                call.target = None  # the colleague left (an emergency never waits for one): anyone may take it
             if free:
                 chosen = self._choose(call, free)
                 if chosen:
@@ -597,9 +622,13 @@ class Distributor:
                     return
 
     def _eligible(self, call: QueuedCall, operator: Operator) -> bool:
+        if call.target is not None:
+            return operator.name == call.target
         return operator.serves(call.queue.name) and operator.has_skills(call.skills)
 
     def _choose(self, call: QueuedCall, free: list[Operator]) -> list[Operator]:
+        if call.target is not None:
+            return [o for o in free if o.name == call.target]
         return choose_operators(call, [o for o in free if self._eligible(call, o)], rotation=self._round_robin,
                                 names=self._names)
 

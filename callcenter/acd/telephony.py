@@ -90,6 +90,7 @@ class SipConnector:
     phones: dict[int, Call] = field(default_factory=dict)  # offer id → the operator phone's call
     talking: dict[str, Call] = field(default_factory=dict)  # caller call id → operator phone's call
     lost_phones: set[str] = field(default_factory=set)  # phone calls that stopped answering keepalives
+    softphones: Any = None  # callcenter.acd.softphone.Softphones: operators whose device is "browser"
     _keepalive_timer: Any = None
 
     # -- life cycle -----------------------------------------------------------------------------------
@@ -105,13 +106,20 @@ class SipConnector:
         found = self.ua.calls.get(call.call_id)
         return found if found is not None and found.active else None
 
+    def _connected(self, caller: Call) -> bool:
+        """Is the caller talking with an operator (a desk phone linked, or a browser softphone)?"""
+        if caller.linked is not None:
+            return True
+        return self.softphones is not None and self.softphones.operator_for(caller.call_id) is not None
+
     def _language(self, call: QueuedCall) -> str:
         language = call.data.get("language")
-        if language is None:
+        if language is None:  # the IVR's lookup of this caller (no waiting here), else what the flow chose
             try:
-                language = self.flows.directory.lookup(call.caller_number).language
+                profile = self.flows.directory.recent(call.caller_number)
             except Exception:
-                language = "cmn"
+                profile = None
+            language = (profile.language if profile is not None else None) or call.request.language
             call.data["language"] = language
         return str(language) if language in ("cmn", "yue") else "cmn"
 
@@ -121,6 +129,9 @@ class SipConnector:
         caller, operator = self._caller(offer.call), offer.operator
         if caller is None:
             self.acd.leave(offer.call.call_id, "caller_hangup", fire=False)
+            return
+        if operator.device == "browser" and self.softphones is not None:
+            self.softphones.ring(offer)  # the desktop pops and rings; answered with a click
             return
         if operator.phone is None:
             self._unreachable(offer, "no desk phone configured")
@@ -148,6 +159,8 @@ class SipConnector:
             self.acd.set_state(operator.name, "paused", "phone_unreachable")
 
     def stop_ringing(self, offer: Offer) -> None:
+        if self.softphones is not None:
+            self.softphones.stop_ringing(offer)
         phone = self.phones.pop(offer.id, None)
         if phone is not None and phone.active:
             phone.linked = None
@@ -207,6 +220,8 @@ class SipConnector:
         """The call waits again (after a missed offer it never stopped hearing music; nothing to do)."""
 
     def preempted(self, call: QueuedCall, operator: Any, *, requeued: bool) -> None:
+        if self.softphones is not None:
+            self.softphones.preempted(call.call_id)  # a browser conversation: unbridged
         phone = self.talking.pop(call.call_id, None)
         caller = self._caller(call)
         if caller is not None:
@@ -268,7 +283,7 @@ class SipConnector:
         language = self._language(call)
         utterance = Utterance(OFFER_CALLBACK.get(language, OFFER_CALLBACK["cmn"]), None, language, self.speech_rate)
         prompt = await self.flows.prompt_for(utterance, call_id=call.call_id)
-        if session is None or not caller.active or caller.linked is not None or not self.media.is_open(session):
+        if session is None or not caller.active or self._connected(caller) or not self.media.is_open(session):
             return
         log.info("acd.callback.offered", call_id=call.call_id, queue=call.queue.name)
         self.media.stop_playing(session)
@@ -279,7 +294,7 @@ class SipConnector:
         listen = (prompt.duration if prompt is not None else 0.0) + 8.0
         result = await self.media.collect_digits(session, max_digits=1, timeout=listen, inter_digit_timeout=3.0,
                                                  terminators="", flush=True)
-        if not caller.active or caller.linked is not None:
+        if not caller.active or self._connected(caller):
             return  # an operator took the call meanwhile: the key was for them
         if result.digits == "1" and self.acd.take_callback(call.call_id):
             if self.create_callback is not None:
@@ -302,7 +317,7 @@ class SipConnector:
         prompts = [await self.flows.prompt_for(u, call_id=call.call_id) for u in utterances]
         if session is None or not caller.active or not self.media.is_open(session):
             return
-        if caller.linked is not None:
+        if self._connected(caller):
             return  # connected meanwhile: say nothing over the operator
         self.media.stop_playing(session)
         playback = None
@@ -332,6 +347,10 @@ class SipConnector:
             for leg_call in (caller, phone):
                 if leg_call is not None and leg_call.state is CallState.CONFIRMED:
                     self._options(leg_call)
+        for caller_id in self.softphones.talking_calls() if self.softphones is not None else ():
+            caller = self.ua.calls.get(caller_id)  # the browser's side is watched by WebRTC itself
+            if caller is not None and caller.state is CallState.CONFIRMED:
+                self._options(caller)
 
     def _options(self, call: Call) -> None:
         handler = self.ua.inbound if call.direction == "inbound" else self.ua.outbound

@@ -105,9 +105,20 @@ class OperatorStateChanged(Event):
     call_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeskCallChanged(Event):
+    """An operator's current conversation changed (ringing, answered, held, muted, a party came or left,
+    ended): ``call`` is the desktop's CALL shape without the pop, None once the conversation is over."""
+
+    name: ClassVar[str] = "desk.call"
+    operator: str
+    call_id: str | None = None
+    call: dict[str, Any] | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls for cls in (CallStarted, CallAnswered, CallEnded, RegistrationChanged, TrunkStateChanged,
-                              QueueStep, OperatorStateChanged)
+                              QueueStep, OperatorStateChanged, DeskCallChanged)
 }
 
 

@@ -313,7 +313,8 @@ class FlowService:
     async def _begin(self, call: Call, flows: Mapping[str, CompiledFlow], flow_name: str, button: str | None,
                      answer: Callable[[], Deferred[None]], ring: Callable[[], None], codes: Mapping[str, str],
                      code_timeout: float) -> None:
-        profile: CallerProfile = self.directory.lookup(call.caller_number)
+        lookup = asyncio.ensure_future(self.directory.lookup(call.caller_number))  # async directory (DB)
+        profile: CallerProfile = await Deferred.fromFuture(lookup)
         call.elder_id = profile.elder_id
         if codes and call.active:
             await answer()

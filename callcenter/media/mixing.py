@@ -36,13 +36,19 @@ class Echo:
 
 
 class Bridge:
-    """Caller ↔ other leg (the operator's phone, an outside number), transcoding PCMU ↔ PCMA when needed."""
+    """Caller ↔ other leg (the operator's phone, an outside number), transcoding PCMU ↔ PCMA when needed.
 
-    def __init__(self, caller: RtpSession, other: RtpSession) -> None:
+    ``muted`` holds the id() of legs whose voice is not passed on (an operator's mute button; the set may be
+    shared with the media service so that mute survives moves between bridge and conference). A leg in
+    ``deaf`` hears nothing (an operator who put the caller on hold hears silence, not the caller)."""
+
+    def __init__(self, caller: RtpSession, other: RtpSession, *, muted: set[int] | None = None) -> None:
         self.caller = caller
         self.other = other
         self.held: set[int] = set()  # id() of legs that put the call on hold
         self.hold_sources: dict[int, Any] = {}  # leg id → player giving music to the *other* leg
+        self.muted: set[int] = muted if muted is not None else set()
+        self.deaf: set[int] = set()
         self._to_caller: bytes | None = None
         self._to_other: bytes | None = None
         caller.source = self._source_for_caller
@@ -52,35 +58,41 @@ class Bridge:
         music = self.hold_sources.get(id(self.other))
         if music is not None:
             return music.next_frame()
-        return self._to_caller
+        return None if id(self.caller) in self.deaf else self._to_caller
 
     def _source_for_other(self) -> bytes | None:
         music = self.hold_sources.get(id(self.caller))
         if music is not None:
             return music.next_frame()
-        return self._to_other
+        return None if id(self.other) in self.deaf else self._to_other
 
     def on_tick(self) -> None:
         a, b = self.caller, self.other
         pa, pb = a.last_received, b.last_received
-        self._to_other = _convert(pa, a, b)
-        self._to_caller = _convert(pb, b, a)
+        muted = self.muted
+        self._to_other = None if id(a) in muted else _convert(pa, a, b)
+        self._to_caller = None if id(b) in muted else _convert(pb, b, a)
 
-    def hold(self, holder: RtpSession, music: Any | None) -> None:
-        """``holder`` put the call on hold (re-INVITE sendonly/inactive): the other side hears ``music``."""
+    def hold(self, holder: RtpSession, music: Any | None, *, holder_hears: bool = True) -> None:
+        """``holder`` put the call on hold (re-INVITE sendonly/inactive): the other side hears ``music``;
+        with ``holder_hears`` False the holder hears silence meanwhile (an operator's hold button)."""
         if music is None:
             self.hold_sources.pop(id(holder), None)
         else:
             self.hold_sources[id(holder)] = music
+            if not holder_hears:
+                self.deaf.add(id(holder))
 
     def unhold(self, holder: RtpSession) -> None:
         self.hold_sources.pop(id(holder), None)
+        self.deaf.discard(id(holder))
 
     def close(self) -> None:
         # A prompt started during the bridge falls back to our sources: they must give silence from now on,
         # not the last frame of the other side (or its hold music) over and over.
         self._to_caller = self._to_other = None
         self.hold_sources.clear()
+        self.deaf.clear()
         for leg in (self.caller, self.other):
             if leg.source in (self._source_for_caller, self._source_for_other):
                 leg.source = None
@@ -96,11 +108,13 @@ def _convert(payload: bytes | None, src: RtpSession, dst: RtpSession) -> bytes |
 
 class Conference:
     """N-party mix (three-way calls: operator + elder + 120 or family). Each member hears the sum of the
-    others (never itself), clipped to 16 bits."""
+    others (never itself), clipped to 16 bits. Members in ``muted`` (by id()) are not heard by the others
+    but still hear them."""
 
-    def __init__(self, members: list[RtpSession]) -> None:
+    def __init__(self, members: list[RtpSession], *, muted: set[int] | None = None) -> None:
         self.members: list[RtpSession] = []
         self._out: dict[int, bytes | None] = {}
+        self.muted: set[int] = muted if muted is not None else set()
         for m in members:
             self.add(m)
 
@@ -121,7 +135,9 @@ class Conference:
         members = self.members
         if not members:
             return
-        pcm = [m.decoded() if m.last_received is not None else SILENCE_PCM for m in members]
+        muted = self.muted
+        pcm = [m.decoded() if m.last_received is not None and id(m) not in muted else SILENCE_PCM
+               for m in members]
         total = np.sum(np.stack(pcm).astype(np.int32), axis=0)
         for member, own in zip(members, pcm, strict=True):
             mix = np.clip(total - own, -32768, 32767).astype(np.int16)

@@ -81,6 +81,7 @@ class MediaService:
         self._legs: dict[int, _Leg] = {}
         self._closed_totals: dict[str, int] = {}  # counters of legs that have ended
         self._hold_music: Prompt | None = None
+        self._muted: set[int] = set()  # id() of legs whose voice bridges and conferences do not pass on
         self._rtcp_loop = LoopingCall(self._send_reports)
         self._rtcp_loop.clock = reactor
         self._sync_loop = LoopingCall(self._sync_recordings)
@@ -133,6 +134,7 @@ class MediaService:
         if leg.message_tap is not None:
             self.stop_message(session)
         del self._legs[id(session)]
+        self._muted.discard(id(session))
         for name, value in session.counters.as_dict().items():
             self._closed_totals[name] = self._closed_totals.get(name, 0) + value
         if leg.collector is not None:
@@ -142,13 +144,55 @@ class MediaService:
         self._detach(leg)
         self.clock.remove(session)
         session.close()
-        leg.listening.stopListening()
+        if leg.listening is not None:  # an adopted leg (adopt_leg) has no port of ours
+            leg.listening.stopListening()
+            self.pool.release(session.port)
         if leg.rtcp is not None:
             leg.rtcp.stopListening()
-        self.pool.release(session.port)
 
     def is_open(self, session: RtpSession) -> bool:
         return id(session) in self._legs
+
+    def adopt_leg(self, session: Any) -> None:
+        """Make a leg that brings its own transport (a browser's WebRtcLeg: no port to bind) a media leg of this
+        service, as open_leg does for RTP: the clock ticks it; bridge, conference, play, hold, mute, record and
+        close_leg (which ends it) accept it."""
+        if id(session) in self._legs:
+            return
+        if session.clock is None:
+            session.clock = self.reactor
+        leg = _Leg(session, None, None)
+        self._legs[id(session)] = leg
+        session.digit_listeners.append(lambda d, leg=leg: self._on_digit(leg, d))
+        self.clock.add(session)
+
+    def detach_leg(self, session: RtpSession) -> None:
+        """Take the leg out of its echo, bridge or conference; it stays open (a conference goes on without it, a
+        bridge's other side hears silence)."""
+        leg = self._legs.get(id(session))
+        if leg is not None:
+            self._detach(leg)
+
+    def replace_leg(self, old: RtpSession, new: RtpSession) -> bool:
+        """``new`` takes ``old``'s place in its bridge or conference, on hold and muted as ``old`` was (a browser
+        that reconnects mid-call). False when ``old`` was in neither. ``old`` stays open (close it after)."""
+        leg = self._legs.get(id(old))
+        handler = leg.handler if leg is not None else None
+        if id(old) in self._muted:
+            self.mute(new, True)
+        if isinstance(handler, Bridge):
+            other = handler.other if handler.caller is old else handler.caller
+            held = {(id(new) if key == id(old) else key): music for key, music in handler.hold_sources.items()}
+            deaf = {id(new) if key == id(old) else key for key in handler.deaf}
+            bridge = self.bridge(other, new) if handler.other is old else self.bridge(new, other)
+            bridge.hold_sources.update(held)  # taken before bridge() closed the old one (which clears them)
+            bridge.deaf |= deaf
+            return True
+        if isinstance(handler, Conference):
+            self.join(handler, new)
+            self.leave(handler, old)
+            return True
+        return False
 
     def pending_digits(self, session: RtpSession) -> int:
         """Keys typed ahead (pressed while nobody was collecting) that the next collect will get first."""
@@ -302,7 +346,7 @@ class MediaService:
         a, b = self._leg(caller), self._leg(other)
         self._connect(a)
         self._connect(b)
-        bridge = Bridge(caller, other)
+        bridge = Bridge(caller, other, muted=self._muted)
         a.handler = b.handler = bridge
         self.clock.add_handler(bridge)
         log.info("media.bridge", call_id=caller.call_id, other=other.call_id,
@@ -313,7 +357,7 @@ class MediaService:
         legs = [self._leg(m) for m in members]
         for leg in legs:
             self._connect(leg)
-        conference = Conference(members)
+        conference = Conference(members, muted=self._muted)
         for leg in legs:
             leg.handler = conference
         self.clock.add_handler(conference)
@@ -343,6 +387,37 @@ class MediaService:
 
     def unhold(self, bridge: Bridge, holder: RtpSession) -> None:
         bridge.unhold(holder)
+
+    def hold_leg(self, session: RtpSession, held: bool) -> bool:
+        """An operator's hold button on ``session`` (their leg of a two-leg bridge): the other side hears music
+        on hold and ``session`` hears silence, until released. False when the leg is in no bridge."""
+        leg = self._legs.get(id(session))
+        bridge = leg.handler if leg is not None else None
+        if not isinstance(bridge, Bridge):
+            return False
+        if held:
+            if self._hold_music is None:
+                self._hold_music = hold_music()
+            other = bridge.other if session is bridge.caller else bridge.caller
+            player = Player(other.codec.name)
+            player.play(self._hold_music, barge_in=False, loop=True)
+            bridge.hold(session, player, holder_hears=False)
+        else:
+            bridge.unhold(session)
+        log.info("media.hold", call_id=session.call_id, held=held, leg=session.role, by="operator")
+        return True
+
+    def mute(self, session: RtpSession, muted: bool) -> None:
+        """``session``'s voice is not passed on by bridges and conferences (now and after moves between them)
+        while muted; it still hears the others. Recordings keep what the caller hears."""
+        if muted:
+            self._muted.add(id(session))
+        else:
+            self._muted.discard(id(session))
+        log.info("media.mute", call_id=session.call_id, muted=muted, leg=session.role)
+
+    def is_muted(self, session: RtpSession) -> bool:
+        return id(session) in self._muted
 
     def remote_hold(self, session: RtpSession, held: bool) -> None:
         """The peer of ``session`` put us on hold (re-INVITE sendonly/inactive) or took us off it: in a

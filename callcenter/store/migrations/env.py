@@ -6,6 +6,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
+import callcenter.directory.models  # noqa: F401  (the directory's tables live on the same metadata)
 from callcenter.store.db import sync_url
 from callcenter.store.models import Base
 
