@@ -36,7 +36,7 @@ from agents.desk import DESK, identity_of
 from agents.i18n import choose_lang
 from agents.roles import allow
 from agents.screenpop import OPEN_TASKS, Builder, PopCache, call_facts, directory_builder, log_pop
-from agents.today import TodayTally, queue_rows, step_event
+from agents.today import TodayTally, queue_rows, step_event, summary
 from callcenter.bus.events import Event
 from callcenter.config import Config
 from callcenter.store.models import CallbackTask
@@ -405,7 +405,9 @@ class DeskHub:
     def _send_queues(self) -> None:
         self._queue_timer = None
         self._last_queue = asyncio.get_running_loop().time()
-        self.emit("queue", {"queues": self.queue_rows()})
+        report = self.today.report()
+        self.emit("queue", {"queues": queue_rows(self.engine.acd, report),
+                            "kpi": summary(report, self.today.hourly())})  # the wallboard's tiles, live
 
     def queue_rows(self) -> list[dict[str, Any]]:
         return queue_rows(self.engine.acd, self.today.report())

@@ -134,8 +134,8 @@ function renderKpi() {
     fill($('#chart-hourly'));
     return;
   }
-  const tile = (name, value, cls) => h('div', {class: `tile ${cls || ''}`}, h('div', {class: 'label'}, t(name)),
-    h('div', {class: 'value'}, value));
+  const tile = (name, value, cls) => h('div', {class: `tile ${cls || ''}`, 'data-kpi': name},
+    h('div', {class: 'label'}, t(name)), h('div', {class: 'value'}, value));
   const emergencyRate = kpi.emergency_answer_rate;
   fill(box,
     tile('wb_offered', kpi.offered ?? 0),
@@ -197,6 +197,10 @@ function onEvent(kind, data) {
   if (kind === 'queue') {
     board.queues = items(data, 'queues');
     renderQueues();
+    if (data.kpi) {  // today's figures move with the queues, not only at the 10 s refresh
+      board.kpi = data.kpi;
+      renderKpi();
+    }
   } else if (kind === 'operator') {
     setOperator({...(board.operators.get(data.name) || {name: data.name}), since: undefined, state: data.state,
       reason: data.reason, device: data.device, call_id: data.call_id, pending: null});

@@ -75,6 +75,8 @@ def test_supervisor_pauses_an_operator_and_sees_a_waiting_call(desk_engine: Runn
     board.wait_for(lambda _: queue_cell(board, "care_center", WAITING).startswith("0"),
                    "the call still shows as waiting after the caller hung up")
     board.wait_for(lambda _: queue_cell(board, "care_center", ABANDONED) == "1", "the abandoned call is not counted")
+    board.wait_for(lambda d: d.find_element(By.CSS_SELECTOR, "#wallboard-kpi [data-kpi='wb_abandoned'] .value").text
+                   == "1", "today's abandoned tile does not move with the queue")
     board.shot("caller-gone")
 
     # -- resume from the wallboard ------------------------------------------------------------------------------
