@@ -14,6 +14,9 @@ is the colleague the call goes to: use the query there); an operator never acts 
 - ``POST /api/desk/transfer`` ``{number}`` | ``{queue}`` | ``{operator}`` — blind transfer
 - ``POST /api/desk/conference`` ``{number}`` | ``{service}`` → 201 ``{party, call}``;
   ``DELETE /api/desk/conference/{party_call_id}`` drops a party
+- ``POST /api/desk/dial`` ``{number, elder_id?}`` → 202 ``{call, dialling}`` — an outbound call placed for the
+  operator (``engine.dialler``, :mod:`callcenter.acd.dialler`): the desk phone rings first, then the elder; on the
+  browser softphone the elder is called at once
 
 Answers are ``{"operator": NAME, "call": CALL|null}`` (the CALL shape of docs/desktop.md, without the pop).
 """
@@ -27,9 +30,11 @@ from aiohttp import web
 
 from agents.acd_api import _engine_part
 from agents.api import ApiError, _json_body
-from agents.desk import identity_of
+from agents.desk import DESK, identity_of
 from agents.roles import STAFF, allow
 from callcenter.acd.control import ControlError
+from callcenter.acd.dialler import DialError
+from callcenter.directory.numbers import InvalidNumber, normalise
 
 log = structlog.get_logger("agents.web")
 
@@ -61,6 +66,13 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
                                            "service": {"type": "string", "examples": ["120", "110"]},
                                            "operator": _OPERATOR}},
     "api_desk_drop_party": {"type": "object", "additionalProperties": False, "properties": {"operator": _OPERATOR}},
+    "api_desk_dial": {"type": "object", "required": ["number"], "additionalProperties": False,
+                      "properties": {"number": {"type": "string", "maxLength": 32,
+                                                "description": "as people write it: 138 0013 8001, 010-6234 5678, "
+                                                               "+86 …; normalised as the directory keys numbers"},
+                                     "elder_id": {"type": "integer", "minimum": 1,
+                                                  "description": "the elder the call is about (the pop)"},
+                                     "operator": _OPERATOR}},
 }
 
 
@@ -275,6 +287,42 @@ async def api_desk_drop_party(request: web.Request) -> web.StreamResponse:
     return _answer(name, call)
 
 
+@allow(*STAFF)
+async def api_desk_dial(request: web.Request) -> web.StreamResponse:
+    """Place an outbound call for the operator (an elder from the profile, the search, the history or a contact; a
+    care call): the number is normalised as the directory keys numbers; the desk phone rings first, then the elder
+    (through a trunk, never on the emergency reserve); on the browser softphone the elder is called at once. The
+    desktop pops the call (direction "outbound"). Answers 202 with the call (ringing) and what is dialled; 409
+    when the operator is logged out, ringing or on a call, the softphone is not connected, or no trunk line is
+    free."""
+    body = await _body(request, ("number", "elder_id", "operator"))
+    control, name = _acting_for(request, body.get("operator"))
+    dialler = _engine_part(request, "dialler")
+    raw = body.get("number")
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 32:
+        raise ApiError(422, "expected a phone number (at most 32 characters)", field="number")
+    directory = request.app[DESK].config.directory
+    try:
+        number = normalise(raw, directory.region, directory.area_code)
+    except InvalidNumber as exc:
+        raise ApiError(422, exc.en, field="number") from None
+    elder_id = body.get("elder_id")
+    if elder_id is not None:
+        if isinstance(elder_id, bool) or not isinstance(elder_id, int) or elder_id < 1:
+            raise ApiError(422, "expected the elder's id (a positive integer)", field="elder_id")
+        store = getattr(request.app[DESK].engine, "directory", None)
+        if store is not None and await store.elder(elder_id) is None:
+            raise ApiError(422, "no elder with this id", field="elder_id")
+    try:
+        placed = dialler.call(name, number, elder_id=elder_id)
+    except DialError as exc:
+        raise ApiError(exc.status, str(exc), field=exc.field) from None
+    _done(request, "dial", name, call_id=placed.key, number=number, elder_id=elder_id)
+    return _answer(name, control.current(name), status=202,
+                   dialling={"call_id": placed.key, "number": number, "elder_id": elder_id,
+                             "device": "browser" if placed.browser else "phone"})
+
+
 def register(app: web.Application) -> None:
     add = app.router.add_post
     add("/api/desk/device", api_desk_device)
@@ -287,3 +335,4 @@ def register(app: web.Application) -> None:
     add("/api/desk/transfer", api_desk_transfer)
     add("/api/desk/conference", api_desk_conference)
     app.router.add_delete("/api/desk/conference/{party_call_id}", api_desk_drop_party)
+    add("/api/desk/dial", api_desk_dial)

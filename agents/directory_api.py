@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.api import ApiError, _json_body
 from agents.desk import DESK, identity_of
@@ -22,6 +24,7 @@ from agents.roles import STAFF, allow
 from agents.screenpop import open_callbacks
 from callcenter.directory.numbers import InvalidNumber
 from callcenter.directory.store import DirectoryInputError
+from callcenter.store.models import CallRecord
 
 log = structlog.get_logger("agents.web")
 
@@ -259,17 +262,13 @@ async def api_record_create(request: web.Request) -> web.StreamResponse:
     number = _text(body, "number", limit=32)
     if number and not _NUMBER.match(number):
         raise ApiError(422, "expected a phone number (digits, optional leading +)", field="number")
-    ua = getattr(desk.engine, "ua", None)
-    call = ua.calls.get(call_id) if call_id and ua is not None else None
-    direction = "callback" if call_id and call_id.startswith("callback-") else "inbound"
-    if call is not None:
-        number = number or call.caller_number
-        elder_id = elder_id or call.elder_id
-        direction = call.direction if direction != "callback" else direction
+    direction, about = await _call_about(desk.engine, call_id)
+    number = number or about.get("number")
+    elder_id = elder_id or about.get("elder_id")
     if elder_id is None and not number and not call_id:
         raise ApiError(422, "say whom the record is about: elder_id, number or call_id", field="elder_id")
     store = _store(request)
-    if elder_id is not None and await store.elder(elder_id) is None:
+    if elder_id is not None and not await store.has_elder(elder_id):
         raise ApiError(422, "no elder with this id", field="elder_id")
     try:
         record_id = await store.add_record(elder_id=elder_id, number=number, call_id=call_id,
@@ -282,6 +281,31 @@ async def api_record_create(request: web.Request) -> web.StreamResponse:
     log.info("api.record.created", record_id=record_id, call_id=call_id, elder_id=elder_id,
              username=identity_of(request).user.username)
     return web.json_response({"id": record_id}, status=201)
+
+
+async def _call_about(engine: Any, call_id: str | None) -> tuple[str, dict[str, Any]]:
+    """The direction of the call a record is about and whom it was with: from the live call, else from its call
+    detail record (flushed first: a record is often saved right after the hang-up)."""
+    if not call_id:
+        return "inbound", {}
+    if call_id.startswith("callback-"):
+        return "callback", {}
+    ua = getattr(engine, "ua", None)
+    call = ua.calls.get(call_id) if ua is not None else None
+    if call is not None:
+        number = call.dialled if call.direction == "outbound" else call.caller_number
+        return call.direction, {"number": number, "elder_id": call.elder_id}
+    cdr = getattr(engine, "cdr", None)
+    db = getattr(engine, "db", None)
+    if cdr is None or db is None:
+        return "inbound", {}
+    await cdr.flush()
+    async with AsyncSession(db) as session:
+        row = (await session.execute(select(CallRecord.direction, CallRecord.party_number)
+                                     .where(CallRecord.call_id == call_id))).first()
+    if row is None:
+        return "inbound", {}
+    return str(row.direction), {"number": row.party_number}
 
 
 @allow(*STAFF)
@@ -315,7 +339,7 @@ async def api_work_order_create(request: web.Request) -> web.StreamResponse:
     notes = _text(body, "notes") or ""
     call_id = _text(body, "call_id", limit=255)
     store = _store(request)
-    if await store.elder(elder_id) is None:
+    if not await store.has_elder(elder_id):
         raise ApiError(422, "no elder with this id", field="elder_id")
     try:
         order_id = await store.create_work_order(elder_id=elder_id, call_id=call_id, type=kind, assignee=assignee,

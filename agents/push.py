@@ -1,10 +1,11 @@
 """Push to the desktop: ``GET /api/desk/events`` (Server-Sent Events, docs/desktop.md) and the :class:`DeskHub`
 that feeds every open stream from the engine's bus.
 
-The hub follows ``acd.step`` (offers, withdrawals, queue changes), ``acd.operator`` (operator states; a callback
-being dialled), ``desk.call`` (the operator's current call, from call control) and ``call.ended`` (the pop is
-dropped). On an offer it builds the screen pop once per call (:mod:`agents.screenpop`), then sends ``offer`` to
-the operator being offered the call; a withdrawal that comes before the pop is ready simply cancels the offer.
+The hub follows ``acd.step`` (offers, withdrawals, queue changes), ``acd.operator`` (operator states; a call the
+operator places, callback or outbound, being dialled), ``desk.call`` (the operator's current call, from call
+control) and ``call.ended`` (the pop is dropped). On an offer it builds the screen pop once per call
+(:mod:`agents.screenpop`), then sends ``offer`` to the operator being offered the call; a withdrawal that comes
+before the pop is ready simply cancels the offer. A call being placed pops too, as an offer without ``offer_id``.
 
 Who gets what: an operator gets events about themselves (their state, their offers and calls) and the callback
 count; supervisors and admins also get every operator's state and the ``queue`` summary (at most once a second
@@ -45,7 +46,8 @@ log = structlog.get_logger("agents.web")
 
 CALL_KINDS: Final = frozenset({"offer", "offer_withdrawn", "call"})
 WATCHERS: Final = frozenset({"supervisor", "admin"})
-CALLBACK_PREFIX: Final = "callback-"  # the call id the callback dialler reserves an operator with
+# the call ids the dialler reserves an operator with while it places a call (callcenter.acd.dialler), → direction
+PLACED_PREFIXES: Final = {"callback-": "callback", "outbound-": "outbound"}
 
 
 @dataclass(eq=False)
@@ -76,10 +78,18 @@ class Stream:
 
 @dataclass(eq=False)
 class OfferState:
-    offer_id: int | None  # None for a callback being dialled (no ACD offer)
+    offer_id: int | None  # None for a call being placed (no ACD offer)
     call_id: str
     operator: str
     sent: bool = False
+
+
+PLACED_KINDS: Final = frozenset(PLACED_PREFIXES.values())
+
+
+def placed_direction(call_id: str) -> str | None:
+    """"callback" or "outbound" for the pseudo call id of a call being placed, else None."""
+    return next((kind for prefix, kind in PLACED_PREFIXES.items() if call_id.startswith(prefix)), None)
 
 
 def frame(kind: str, text: str) -> bytes:
@@ -104,7 +114,7 @@ class DeskHub:
         self.today = TodayTally(config, now=now)
         self.streams: set[Stream] = set()
         self.offers: dict[tuple[str, str], OfferState] = {}
-        self.dialling: dict[str, str] = {}  # operator → the callback pseudo call id being dialled
+        self.dialling: dict[str, str] = {}  # operator → the pseudo call id of the call being placed
         self.operator_of = {o.user.casefold(): o.name for o in config.operators if o.user}
         self.user_of = {o.name: o.user for o in config.operators if o.user}
         self.counters = {"streams": 0, "dropped": 0, "aborted": 0, "sent": 0, "offers": 0, "offers_cancelled": 0}
@@ -258,13 +268,13 @@ class DeskHub:
                   operator=name)
         call_id = event.call_id or ""
         dialled = self.dialling.get(name)
-        if event.new == "reserved" and call_id.startswith(CALLBACK_PREFIX):
+        if event.new == "reserved" and placed_direction(call_id) is not None:
             if dialled != call_id:
-                self._callback_dialling(name, call_id)
+                self._placed_dialling(name, call_id)
         elif dialled is not None:
             if event.new == "talking" and call_id == dialled:
                 self._withdrawn(dialled, name, "answered")  # the pop stays: it is the call's now
-            else:  # the callback attempt is over
+            else:  # the placed call is over
                 del self.dialling[name]
                 self._withdrawn(dialled, name, "ended")
                 self.pops.evict(dialled)
@@ -287,19 +297,20 @@ class DeskHub:
                                                              priority=step.priority, offered_at=at))
         self._in_order(step.operator, lambda: self._send_offer(state, pop, at))
 
-    def _callback_dialling(self, operator: str, call_id: str) -> None:
-        """The callback dialler reserved the operator: pop the elder to be called (direction "callback")."""
+    def _placed_dialling(self, operator: str, call_id: str) -> None:
+        """The dialler reserved the operator to place a call: pop the elder to be called (direction "callback" or
+        "outbound"; the elder by the id the call was placed with, else by the number)."""
         self.dialling[operator] = call_id
-        number = ""
-        dialler = getattr(self.engine, "dialler", None)
-        with contextlib.suppress(ValueError, AttributeError):
-            attempt = dialler.attempts.get(int(call_id[len(CALLBACK_PREFIX):]))  # type: ignore[union-attr]
-            number = attempt.number if attempt is not None else ""
+        find = getattr(getattr(self.engine, "dialler", None), "find", None)
+        placed = find(call_id) if find is not None else None
+        number = getattr(placed, "number", "") or ""
+        elder_id = getattr(placed, "elder_id", None)
         state = OfferState(None, call_id, operator)
         self.offers[(call_id, operator)] = state
         now = time.time()
-        pop = self.pops.get(call_id, lambda: call_facts(self.engine, call_id, direction="callback", number=number,
-                                                        priority="normal", offered_at=now))
+        pop = self.pops.get(call_id, lambda: call_facts(self.engine, call_id, direction=placed_direction(call_id),
+                                                        number=number, elder_id=elder_id, priority="normal",
+                                                        offered_at=now))
         self._in_order(operator, lambda: self._send_offer(state, pop, now))
 
     async def _send_offer(self, state: OfferState, pop_future: asyncio.Future[dict[str, Any]], at: float) -> None:
@@ -351,10 +362,10 @@ class DeskHub:
         self._in_order(operator, self._emit_call(operator, data, self.call_pop(operator, data)))
 
     def call_pop(self, operator: str, call: dict[str, Any]) -> asyncio.Future[dict[str, Any]] | None:
-        """The pop of an operator's call (CALL shape): a callback's is the one popped while it was dialled."""
+        """The pop of an operator's call (CALL shape): a placed call's is the one popped while it was dialled."""
         call_id = call.get("call_id")
         dialled = self.dialling.get(operator)
-        if call.get("kind") == "callback" and dialled is not None:
+        if call.get("kind") in PLACED_KINDS and dialled is not None:
             call_id = dialled
         if not call_id:
             return None

@@ -47,10 +47,10 @@ def _digits(steps: list[Any]) -> str:
 
 
 def call_facts(engine: Any, call_id: str, *, queue: str | None = None, priority: str | None = None,
-               direction: str | None = None, number: str | None = None,
+               direction: str | None = None, number: str | None = None, elder_id: int | None = None,
                offered_at: float | None = None) -> dict[str, Any]:
     """The ``call`` part of a POP from what the engine knows now (the call may be gone: then from the
-    arguments)."""
+    arguments; ``elder_id`` names the elder of a call being placed)."""
     ua = getattr(engine, "ua", None)
     call = ua.calls.get(call_id) if ua is not None else None
     acd = getattr(engine, "acd", None)
@@ -75,7 +75,7 @@ def call_facts(engine: Any, call_id: str, *, queue: str | None = None, priority:
         "priority": priority or ("emergency" if emergency else "normal"),
         "emergency": emergency,
         "offered_at": iso(when),
-        "elder_id": call.elder_id if call is not None else None,
+        "elder_id": elder_id if elder_id is not None else call.elder_id if call is not None else None,
     }
 
 

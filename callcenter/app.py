@@ -13,7 +13,7 @@ import structlog
 from agents.web import bound_address, start_http
 from callcenter.acd.callbacks import CallbackTasks
 from callcenter.acd.control import CallControl
-from callcenter.acd.dialler import CallbackDialler
+from callcenter.acd.dialler import Dialler
 from callcenter.acd.eventlog import QueueEventWriter
 from callcenter.acd.events import FanOut
 from callcenter.acd.missed import MissedCalls
@@ -31,7 +31,7 @@ from callcenter.calls.trunk_registration import TrunkRegistration
 from callcenter.calls.trunks import TrunkSet
 from callcenter.calls.ua import Account, RegistrationPolicy, UserAgentCore
 from callcenter.config import Config
-from callcenter.directory.lookup import open_directory
+from callcenter.directory.lookup import number_key, open_directory
 from callcenter.directory.store import DirectoryStore
 from callcenter.ivr.service import FlowService
 from callcenter.ivr.tts import SpeechSynthesizer
@@ -97,7 +97,7 @@ class Engine:
         self.acd_metrics: QueueMetrics | None = None
         self.acd_events: QueueEventWriter | None = None
         self.missed: MissedCalls | None = None
-        self.dialler: CallbackDialler | None = None
+        self.dialler: Dialler | None = None  # callbacks and outbound calls operators place
         self.callbacks: CallbackTasks | None = None
         self.http: Any = None  # the desktop's aiohttp runner (agents.web)
         self.http_address: tuple[str, int] | None = None
@@ -111,7 +111,7 @@ class Engine:
         url = cfg.database_url()
         await asyncio.get_running_loop().run_in_executor(None, run_migrations, url)
         self.db = create_engine_for(url)
-        self.cdr = CdrWriter(self.db)
+        self.cdr = CdrWriter(self.db, party_key=number_key(cfg))  # party_number: an elder's calls by number
         await self.cdr.start()
 
         sip = cfg.sip
@@ -200,6 +200,7 @@ class Engine:
         self.missed.acd = self.acd
         ua.observers.append(self.missed)
         self.directory = await open_directory(cfg, self.db)  # fills an empty directory: seed, generated elders
+        await self.directory.start()  # the access log's writer (batched, off the request path)
         self.flows = FlowService(
             config=cfg,
             clock=self.reactor,
@@ -224,9 +225,9 @@ class Engine:
         self.acd.connector = self.acd_connector
         self.webrtc = WebRtcGateway(cfg.webrtc, clock=self.reactor)
         self.softphones = Softphones(self.acd_connector, self.webrtc)
-        self.dialler = CallbackDialler(ua, self.media, self.acd, self.callbacks, retry=list(cfg.acd.callback_retry),
-                                       max_attempts=cfg.acd.callback_attempts, ring_timeout=cfg.acd.ring_timeout * 2,
-                                       softphones=self.softphones)
+        self.dialler = Dialler(ua, self.media, self.acd, self.callbacks, retry=list(cfg.acd.callback_retry),
+                               max_attempts=cfg.acd.callback_attempts, ring_timeout=cfg.acd.ring_timeout * 2,
+                               softphones=self.softphones)
         self.control = CallControl(
             ua=ua, media=self.media, acd=self.acd, connector=self.acd_connector, softphones=self.softphones,
             flows=self.flows, dialler=self.dialler, bus=self.bus, services=cfg.acd.services,
@@ -308,6 +309,8 @@ class Engine:
                 await self.callbacks.drain()
             if self.acd_events is not None:
                 await self.acd_events.close()
+            if self.directory is not None:
+                await self.directory.close()  # the access log's queued rows
             if self.media is not None:
                 self.media.stop()  # closes every leg and finalises their recordings
             if self.transport is not None:

@@ -1,6 +1,8 @@
 // The call bar (#callbar): what the operator's line is doing and the buttons for it — answer/decline while an
 // offer rings; hang up, hold, mute, keypad (DTMF), blind transfer and three-way calls while talking; one drop
-// button per added party. It only shows state and forwards clicks to `actions`; desk.js owns the state.
+// button per added party; while idle, a number to call (#dial-number, #btn-dial); while a call the operator placed
+// rings ("dialling": the desk phone, then the elder's phone), "calling…" and a cancel (the hang-up button). It only
+// shows state and forwards clicks to `actions`; desk.js owns the state.
 import {$, config, duration, fill, h, millis, t} from './page.js';
 
 const DTMF_KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
@@ -8,12 +10,14 @@ const DTMF_KEYS = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 export class CallBar {
   /**
    * @param {{answer: Function, decline: Function, hangup: Function, hold: Function, mute: Function, dtmf: Function,
-   *          transfer: Function, conference: Function, dropParty: Function}} actions
+   *          transfer: Function, conference: Function, dropParty: Function, dial: Function}} actions
    */
   constructor(actions) {
     this.actions = actions;
     this.offer = null;
     this.call = null;
+    this.placing = false;
+    this.prefilled = null; // {number, elderId}: what prefill() put in #dial-number
     this.since = NaN;
     this.root = $('#callbar');
     this.buildKeypad();
@@ -28,6 +32,10 @@ export class CallBar {
     on('#btn-transfer', () => this.toggleTransfer());
     on('#btn-conf-120', () => this.conference({service: '120'}));
     on('#btn-conf-110', () => this.conference({service: '110'}));
+    $('#dial-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.dialTyped();
+    });
     setInterval(() => this.tick(), 500);
     this.update(null, null);
   }
@@ -40,17 +48,22 @@ export class CallBar {
     return Boolean(this.offer && !this.talking);
   }
 
-  /** Show the line: `offer` {offer_id, call_id, pop} ringing, `call` CALL (docs/desktop.md), either may be null. */
+  /**
+   * Show the line: `offer` {offer_id, call_id, pop} ringing, `call` CALL (docs/desktop.md), either may be null. An
+   * offer without an offer_id, or a call that is not talking, is a call the operator places: "dialling".
+   */
   update(offer, call) {
     this.offer = offer;
     this.call = call && call.state !== 'ended' ? call : null;
     const talking = this.talking;
     const ringing = this.ringing;
+    const answerable = Boolean(offer && offer.offer_id !== null && offer.offer_id !== undefined);
+    this.placing = !talking && Boolean(this.call || (offer && !answerable));
     const popCall = (offer && offer.pop && offer.pop.call) || (call && call.pop && call.pop.call) || {};
     let mode = 'idle';
     if (talking) mode = this.call.held ? 'held' : 'talking';
+    else if (this.placing) mode = 'dialling';
     else if (ringing) mode = 'ringing';
-    else if (this.call) mode = 'dialling';
     this.root.dataset.mode = mode;
     this.root.classList.toggle('emergency', Boolean(popCall.emergency) && mode !== 'idle');
     fill($('#call-state'), t(`line_${mode}`));
@@ -64,11 +77,16 @@ export class CallBar {
     }
     if (mode === 'idle') this.sinceFallback = null;
 
-    $('#btn-answer').disabled = !ringing || offer.offer_id === null || offer.offer_id === undefined;
-    $('#btn-decline').disabled = !ringing;
-    $('#btn-answer').hidden = talking;
-    $('#btn-decline').hidden = talking;
-    $('#btn-hangup').disabled = !(talking || this.call);
+    $('#btn-answer').disabled = !ringing || !answerable;
+    $('#btn-decline').disabled = !ringing || this.placing;
+    $('#btn-answer').hidden = mode !== 'ringing'; // idle: the number to call takes their place
+    $('#btn-decline').hidden = mode !== 'ringing';
+    $('#btn-hangup').disabled = !(talking || this.placing);
+    fill($('#btn-hangup .btn-text'), this.placing ? t('cancel_call') : t('hangup'));
+    const canDial = mode === 'idle' && Boolean(config.operator);
+    $('#dial-form').hidden = mode !== 'idle';
+    $('#dial-number').disabled = !canDial;
+    $('#btn-dial').disabled = !canDial;
     for (const id of ['#btn-hold', '#btn-mute', '#btn-dtmf', '#btn-transfer', '#btn-conf-120', '#btn-conf-110']) {
       $(id).disabled = !talking;
     }
@@ -116,8 +134,34 @@ export class CallBar {
   }
 
   hangup() {
-    if (this.talking || this.call) this.actions.hangup();
+    if (this.talking || this.placing) this.actions.hangup();
     else if (this.ringing) this.actions.decline();
+  }
+
+  // -- placing a call ----------------------------------------------------------------------------------------
+
+  /** Put a number (e.g. the elder's on screen) in #dial-number and focus it: Enter dials. False when idle is not. */
+  prefill(number, elderId) {
+    const input = $('#dial-number');
+    if (input.disabled) return false;
+    if (number) {
+      input.value = number;
+      this.prefilled = {number, elderId};
+    }
+    input.focus();
+    input.select();
+    return true;
+  }
+
+  dialTyped() {
+    const input = $('#dial-number');
+    const number = input.value.trim();
+    if (!number || input.disabled) {
+      input.focus();
+      return;
+    }
+    const elderId = this.prefilled && this.prefilled.number === number ? this.prefilled.elderId : null;
+    this.actions.dial(number, elderId);
   }
 
   toggleHold() {

@@ -6,7 +6,9 @@
 // Stable hooks for tests (tests/e2e) — keep them:
 //   #pop (data-call-id, data-elder-id; classes phase-offer|phase-call|phase-ended|phase-withdrawn|phase-view,
 //   emergency, unknown), #pop-name, #pop-button, #pop-phase, [data-contact-number] (a contact's "bring in" button in
-//   the pop), #quick-create (unknown caller form), #callbar (data-mode idle|ringing|talking|held|dialling),
+//   the pop, during a call), [data-dial-number] ("call" buttons next to the numbers of the pop, the contacts outside a
+//   call, the elder search and the history's calls: POST /api/desk/dial), #dial-number and #btn-dial (call a typed
+//   number), #quick-create (unknown caller form), #callbar (data-mode idle|ringing|talking|held|dialling),
 //   #btn-answer, #btn-decline, #btn-hangup, #btn-hold, #btn-mute, #btn-dtmf, #dtmf-pad ([data-dtmf] keys),
 //   #btn-transfer, #transfer-panel, #btn-conf-120, #btn-conf-110, #call-parties ([data-party-call-id] drop buttons),
 //   #call-timer, #record-form, #record-disposition, #record-notes, #btn-save-record, #record-status, #work-order-form,
@@ -62,15 +64,16 @@ const callbar = new CallBar({
   transfer: (target) => act(() => post('/api/desk/transfer', target), {ok: t('transferred')}),
   conference: (body) => act(() => post('/api/desk/conference', body), {ok: t('party_calling')}),
   dropParty: (id) => act(() => del(`/api/desk/conference/${encodeURIComponent(id)}`)),
+  dial: (number, elderId) => dial(number, elderId),
 });
 
-const history = new History();
+const history = new History({onDial: (number, elderId) => dial(number, elderId)});
 const callbacks = new Callbacks({canDial: () => Boolean(config.operator)});
 const tabs = new Tabs((name) => {
   if (name === 'callbacks') callbacks.load();
   if (name === 'history' && !desk.last && !history.elderId) history.search('');
 });
-const elders = new ElderSearch({onOpen: (id) => openElder(id)});
+const elders = new ElderSearch({onOpen: (id) => openElder(id), onDial: (number, elderId) => dial(number, elderId)});
 
 const forms = new RecordForms({
   context: recordContext,
@@ -85,6 +88,12 @@ new Shortcuts({
   keypadOpen: () => callbar.keypadOpen,
   handlers: {
     answer: () => (callbar.ringing ? (callbar.answer(), true) : false),
+    dial: () => {
+      const elder = popElder(desk.pop);
+      const phone = elder && Array.isArray(elder.phones) ? elder.phones[0] : null;
+      const number = phone ? phone.number : (desk.pop && desk.pop.call && desk.pop.call.caller_number) || '';
+      return callbar.prefill(number, elder ? elder.id : null);
+    },
     hangup: () => callbar.hangup(),
     hold: () => callbar.toggleHold(),
     mute: () => callbar.toggleMute(),
@@ -128,6 +137,35 @@ async function act(request, {stopRing = false, quiet = false, ok = null} = {}) {
   }
 }
 
+/** Place an outbound call for this operator (POST /api/desk/dial); the pop and the call bar follow the push. */
+async function dial(number, elderId) {
+  const text = String(number || '').trim();
+  if (!text || !canDial()) return;
+  const body = {number: text};
+  if (elderId !== null && elderId !== undefined && elderId !== '') body.elder_id = Number(elderId);
+  try {
+    const answer = await post('/api/desk/dial', body);
+    const dialled = (answer && answer.dialling) || {};
+    $('#dial-number').value = '';
+    tabs.show('record'); // the record of this call, as for a caller
+    notify(t(dialled.device === 'phone' ? 'dialling_phone' : 'dialling_number', {number: dialled.number || text}),
+      'ok');
+    if (answer && answer.call) setCall(answer.call);
+  } catch (error) {
+    notify(errorText(error), 'error');
+  }
+}
+
+/** The desk is idle: no offer, no call (a call can be placed). */
+function canDial() {
+  return Boolean(config.operator) && !desk.offer && !desk.call;
+}
+
+/** The line over the pop while a call the operator placed rings. */
+function dialNote(kind) {
+  return kind === 'callback' ? t('phase_dialling') : t('phase_calling');
+}
+
 function isEmergency(pop) {
   const call = (pop && pop.call) || {};
   return Boolean(call.emergency || call.button === 'emergency' || call.priority === 'emergency');
@@ -163,6 +201,8 @@ function render() {
     note: desk.note,
     canBringIn,
     onBringIn: (number) => callbar.conference({number}),
+    canDial: canDial(),
+    onDial: (number, elderId) => dial(number, elderId),
     onCreate: createElder,
   });
   setBringIn(canBringIn);
@@ -187,7 +227,8 @@ function setOffer(offer) {
     if (fresh && !samePop) tabs.show('record'); // a new caller: the record form, not the last one's history
     desk.pop = desk.offer.pop;
     desk.phase = 'offer';
-    desk.note = offer.offer_id === null || offer.offer_id === undefined ? t('phase_dialling') : '';
+    const placedKind = String(offer.call_id || '').startsWith('outbound-') ? 'outbound' : 'callback';
+    desk.note = offer.offer_id === null || offer.offer_id === undefined ? dialNote(placedKind) : '';
     remember(desk.pop, offer.call_id);
     showElderHistory();
   }
@@ -234,16 +275,23 @@ function setCall(call) {
     render();
     return;
   }
+  // A call the operator placed is popped under its own id ("outbound-…", an offer without offer_id); the call then
+  // goes on under the elder's SIP call id: that pop is the call's.
+  const placed = desk.offer && (desk.offer.offer_id === null || desk.offer.offer_id === undefined)
+    && call.kind && call.kind !== 'queue' ? desk.offer : null;
   const pop = call.pop || (popCallId(desk.pop) === call.call_id ? desk.pop : null)
-    || (desk.offer && desk.offer.call_id === call.call_id ? desk.offer.pop : null);
+    || (desk.offer && desk.offer.call_id === call.call_id ? desk.offer.pop : null) || (placed ? placed.pop : null);
   const newCall = !desk.call || desk.call.call_id !== call.call_id;
   desk.call = call;
-  if (desk.offer && desk.offer.call_id === call.call_id) desk.offer = null;
+  if (placed || (desk.offer && desk.offer.call_id === call.call_id)) desk.offer = null;
   if (pop) desk.pop = pop;
   desk.phase = 'call';
-  desk.note = '';
-  if (newCall) {
-    remember(desk.pop, call.call_id);
+  desk.note = call.state === 'ringing' ? dialNote(call.kind) : '';
+  const unknownSoFar = desk.last && desk.last.call_id === call.call_id && desk.last.elder_id === null
+    && !desk.last.number;
+  if (newCall || (call.pop && unknownSoFar)) {
+    // The pop of this call (a call placed from the desk gets its pop with the push event, not in the answer).
+    remember(pop, call.call_id);
     showElderHistory();
   }
   render();

@@ -1,10 +1,19 @@
 // The side tabs besides the record form: callbacks to make (GET /api/callbacks, dial), service history
 // (#history: an elder's history, or a search with GET /api/history?q=) and the elder search (GET /api/elders?q=).
+// Phone numbers in the search results and the history's calls have a "call" button ([data-dial-number]).
 import {errorText, get, post} from './api.js';
-import {$, $$, fill, h, items, label, notify, t, when} from './page.js';
+import {$, $$, config, fill, h, items, label, notify, t, when} from './page.js';
 
 function empty(text) {
   return h('p', {class: 'empty'}, text);
+}
+
+/** A "call" button for `number` (the server refuses while the operator is on a call; a login that is no operator
+ * cannot place calls). */
+function dialButton(number, onDial, elderId) {
+  return h('button', {type: 'button', class: 'dial-number', disabled: !config.operator,
+    dataset: {dialNumber: number}, title: t('call_title', {number}), onclick: () => onDial(number, elderId)},
+  t('call_number'));
 }
 
 function failed(error) {
@@ -87,41 +96,58 @@ export class Callbacks {
 
 // -- history --------------------------------------------------------------------------------------------------
 
-function recordRows(records) {
+/** What the "disposition" column says: a call's direction and talk time (or how it ended), else the item's own. */
+function outcome(r) {
+  if (r.kind === 'call') {
+    const talk = typeof r.duration === 'number' ? `${Math.round(r.duration)} s` : (r.end_reason || '');
+    return `${label('dir_', r.direction)} ${talk}`.trim();
+  }
+  return r.disposition_label || r.disposition || r.type || r.state || '';
+}
+
+function recordRows(records, onDial) {
   return records.map((r) => h('tr', {},
     h('td', {class: 'mono nowrap'}, when(r.at || r.created_at || r.started_at)),
     h('td', {}, r.elder_name || (r.elder && r.elder.name) || r.number || r.caller_number || ''),
     h('td', {class: 'nowrap'}, label('kind_', r.kind || 'record')),
-    h('td', {}, r.disposition_label || r.disposition || r.type || r.state || ''),
+    h('td', {}, outcome(r)),
     h('td', {}, r.operator || ''),
-    h('td', {class: 'notes'}, r.notes || r.reason || '')));
+    h('td', {class: r.kind === 'call' ? 'mono' : 'notes'},
+      r.kind === 'call' ? [r.number || '', r.number && onDial ? [' ', dialButton(r.number, onDial, r.elder_id)] : '']
+        : (r.notes || (r.reason && label('cb_reason_', r.reason)) || ''))));
 }
 
-function historyTable(rows) {
+function historyTable(rows, onDial) {
   if (!rows.length) return empty(t('no_history'));
   return h('table', {class: 'compact'},
     h('thead', {}, h('tr', {}, h('th', {}, t('at')), h('th', {}, t('elder')), h('th', {}, t('kind')),
       h('th', {}, t('disposition')), h('th', {}, t('operator')), h('th', {}, t('notes')))),
-    h('tbody', {}, recordRows(rows)));
+    h('tbody', {}, recordRows(rows, onDial)));
 }
 
 /**
- * An elder's history (`{history: [records and work orders, each with kind], callbacks: […]}`) or a search answer
- * (`{history: […]}`), as the rows of one table, newest first.
+ * An elder's history (`{history: [calls, records, work orders and callbacks, each with kind], callbacks: […]}`) or
+ * a search answer (`{history: […]}`), as the rows of one table, newest first (an open callback listed in both once).
  */
 export function historyRows(data) {
   const rows = [...items(data, 'history')];
+  const seen = new Set(rows.map((r) => `${r.kind}:${r.id}`));
   const kinds = [['records', 'record'], ['calls', 'call'], ['work_orders', 'work_order'], ['callbacks', 'callback']];
   for (const [key, kind] of kinds) {
     const list = data && !Array.isArray(data) && Array.isArray(data[key]) ? data[key] : [];
-    for (const row of list) rows.push({kind, ...row});
+    for (const row of list) {
+      if (seen.has(`${kind}:${row.id}`)) continue;
+      seen.add(`${kind}:${row.id}`);
+      rows.push({kind, ...row});
+    }
   }
   const time = (r) => Date.parse(r.at || r.created_at || r.started_at || r.due_at || '') || 0;
   return rows.sort((a, b) => time(b) - time(a));
 }
 
 export class History {
-  constructor() {
+  constructor({onDial} = {}) {
+    this.onDial = onDial || null;
     this.elderId = null;
     $('#history-search').addEventListener('submit', (event) => {
       event.preventDefault();
@@ -134,7 +160,7 @@ export class History {
     const box = $('#history');
     fill($('#history-title'), query ? t('history_for_query', {q: query}) : t('history_recent'));
     try {
-      fill(box, historyTable(historyRows(await get(`/api/history?q=${encodeURIComponent(query)}`))));
+      fill(box, historyTable(historyRows(await get(`/api/history?q=${encodeURIComponent(query)}`)), this.onDial));
     } catch (error) {
       fill(box, failed(error));
     }
@@ -146,7 +172,7 @@ export class History {
     fill($('#history-title'), t('history_of', {name: name || `#${elderId}`}));
     try {
       const data = await get(`/api/elders/${encodeURIComponent(elderId)}/history`);
-      if (this.elderId === elderId) fill($('#history'), historyTable(historyRows(data)));
+      if (this.elderId === elderId) fill($('#history'), historyTable(historyRows(data), this.onDial));
       return data;
     } catch (error) {
       if (this.elderId === elderId) fill($('#history'), failed(error));
@@ -158,8 +184,9 @@ export class History {
 // -- elder search -------------------------------------------------------------------------------------------
 
 export class ElderSearch {
-  constructor({onOpen}) {
+  constructor({onOpen, onDial}) {
     this.onOpen = onOpen;
+    this.onDial = onDial;
     $('#elder-search').addEventListener('submit', (event) => {
       event.preventDefault();
       this.search($('#elder-q').value.trim());
@@ -195,7 +222,9 @@ export class ElderSearch {
         h('td', {}, h('b', {}, e.name || ''),
           e.living_alone ? h('span', {class: 'flag red small'}, t('living_alone')) : ''),
         h('td', {}, e.age ?? ''),
-        h('td', {class: 'mono'}, (e.phones || []).map((p) => (typeof p === 'string' ? p : p.number)).join(' ')),
+        h('td', {class: 'mono'}, h('div', {class: 'phone-list'}, (e.phones || [])
+          .map((p) => (typeof p === 'string' ? p : p.number))
+          .map((number) => h('span', {class: 'phone'}, number, ' ', dialButton(number, this.onDial, e.id))))),
         h('td', {}, typeof e.address === 'string' ? e.address : (e.address && e.address.text) || ''),
         h('td', {}, h('button', {type: 'button', dataset: {elderId: e.id}, onclick: () => this.onOpen(e.id)},
           t('open'))))))));

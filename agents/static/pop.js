@@ -1,6 +1,8 @@
 // The screen pop (#pop): who is calling and why, shown while the call still rings. Filled from a POP
 // (docs/desktop.md) into the skeleton the template renders (#pop-button, #pop-name, #pop-sub, #pop-flags,
-// #pop-phase, #pop-body). Only text is ever inserted (never HTML from data).
+// #pop-phase, #pop-body). Every phone number has a "call" button ([data-dial-number], enabled while the desk is
+// idle); a contact has "bring in" ([data-contact-number], three-way) during a call and "call" outside one. Only text
+// is ever inserted (never HTML from data).
 import {$, $$, config, fill, h, label, t, when} from './page.js';
 import {SHORTCUTS} from './shortcuts.js';
 
@@ -46,11 +48,28 @@ function flags(elder) {
   return list;
 }
 
-function callSection(call) {
+/** A "call" button for `number` (POST /api/desk/dial through ctx.onDial), enabled while the desk is idle. */
+function dialButton(number, ctx, elderId, name) {
+  return h('button', {
+    type: 'button', class: 'dial-number', disabled: !ctx.canDial, dataset: {dialNumber: number},
+    title: t('call_title', {number: name ? `${name} ${number}` : number}),
+    onclick: () => ctx.onDial(number, elderId),
+  }, t('call_number'));
+}
+
+function phoneList(phones, ctx, elderId) {
+  return h('span', {class: 'phone-list'}, phones.map((p) => h('span', {class: 'phone'},
+    h('span', {class: 'mono'}, p.number), p.kind ? ` (${label('phone_', p.kind)}) ` : ' ',
+    dialButton(p.number, ctx, elderId))));
+}
+
+function callSection(call, ctx, elderId) {
   const path = Array.isArray(call.ivr_path) ? call.ivr_path : [];
   const steps = path.map((step) => (typeof step === 'string' ? step : step.node || step.name || JSON.stringify(step)));
+  const number = call.caller_number || '';
   return section(t('pop_call'), facts([
-    [t('caller_number'), call.caller_number || '', 'mono strong'],
+    [t(call.direction === 'outbound' || call.direction === 'callback' ? 'called_number' : 'caller_number'),
+      number ? [number, ' ', dialButton(number, ctx, elderId)] : '', 'mono strong'],
     [t('did'), call.did || '', 'mono'],
     [t('direction'), label('dir_', call.direction)],
     [t('queue'), ((config.queues || []).find((q) => q.name === call.queue) || {}).label || call.queue || ''],
@@ -72,17 +91,19 @@ function terminalRows(terminals) {
       ? h('span', {class: 'muted'}, ` ${t('heartbeat_at', {at: when(terminal.last_heartbeat)})}`) : ''));
 }
 
-function contactRows(contacts, canBringIn, onBringIn) {
+/** Contacts: "bring in" (three-way) while there is a call or an offer; "call" when the desk is idle. */
+function contactRows(contacts, ctx, elderId) {
   const sorted = [...contacts].sort((a, b) => (a.order ?? 99) - (b.order ?? 99));
+  const bringIn = (contact) => h('button', {
+    type: 'button', class: 'bring-in', disabled: !ctx.canBringIn,
+    dataset: {contactNumber: contact.number}, title: t('bring_in_title', {name: contact.name || contact.number}),
+    onclick: () => ctx.onBringIn(contact.number, contact.name),
+  }, t('bring_in'));
   return sorted.map((contact) => h('li', {class: 'contact'},
     h('span', {class: 'contact-who'}, h('b', {}, contact.name || ''),
       contact.relation ? ` (${label('rel_', contact.relation)})` : ''),
     h('span', {class: 'mono'}, contact.number || ''),
-    contact.number ? h('button', {
-      type: 'button', class: 'bring-in', disabled: !canBringIn,
-      dataset: {contactNumber: contact.number}, title: t('bring_in_title', {name: contact.name || contact.number}),
-      onclick: () => onBringIn(contact.number, contact.name),
-    }, t('bring_in')) : ''));
+    !contact.number ? '' : ctx.canDial ? dialButton(contact.number, ctx, elderId, contact.name) : bringIn(contact)));
 }
 
 function recordsTable(records) {
@@ -134,7 +155,8 @@ function quickCreateForm(number, onCreate) {
  * Show a pop. `phase`: "offer" (ringing), "call" (talking/held), "ended", "withdrawn", "view" (opened from a search),
  * or null with `pop` null for the idle desk.
  * @param {object|null} pop
- * @param {{phase: string|null, note?: string, canBringIn: boolean, onBringIn: Function, onCreate: Function}} ctx
+ * @param {{phase: string|null, note?: string, canBringIn: boolean, onBringIn: Function, canDial: boolean,
+ *          onDial: Function, onCreate: Function}} ctx
  */
 export function renderPop(pop, ctx) {
   const root = $('#pop');
@@ -168,7 +190,7 @@ export function renderPop(pop, ctx) {
     fill($('#pop-sub'), call.caller_number ? t('from_number', {number: call.caller_number}) : '');
     fill($('#pop-flags'));
     fill($('#pop-body'), section(t('quick_create_title'), quickCreateForm(call.caller_number, ctx.onCreate)),
-      call.call_id ? callSection(call) : '');
+      call.call_id ? callSection(call, ctx, null) : '');
     return;
   }
   fill($('#pop-name'), elder.name || '');
@@ -182,18 +204,17 @@ export function renderPop(pop, ctx) {
           [t('address'), addressText(address), 'strong'],
           [t('community'), address.community || ''],
           [t('coordinates'), coordinates(elder.location), 'mono'],
-          [t('phones'), (elder.phones || [])
-            .map((p) => `${p.number}${p.kind ? ` (${label('phone_', p.kind)})` : ''}`).join('，')],
+          [t('phones'), (elder.phones || []).length ? phoneList(elder.phones, ctx, elder.id) : ''],
           [t('health'), elder.health_notes || '', elder.health_notes ? 'amber-text' : null],
           [t('care_level'), elder.care_level || ''],
           [t('id_number'), elder.id_number || '', 'mono'],
         ])),
-        call.call_id ? callSection(call) : '',
+        call.call_id ? callSection(call, ctx, elder.id) : '',
         (elder.terminals || []).length
           ? section(t('terminals'), h('ul', {class: 'plain'}, terminalRows(elder.terminals))) : ''),
       h('div', {class: 'pop-col'},
         section(t('contacts'), (elder.contacts || []).length
-          ? h('ul', {class: 'contacts'}, contactRows(elder.contacts, ctx.canBringIn, ctx.onBringIn))
+          ? h('ul', {class: 'contacts'}, contactRows(elder.contacts, ctx, elder.id))
           : h('p', {class: 'empty'}, t('no_contacts'))),
         section(t('recent_records'), recordsTable(pop.records || [])),
         section(t('open_work_orders'), workOrderRows((pop.work_orders || [])

@@ -5,6 +5,7 @@ import {$, fill, h, t} from './page.js';
 
 export const SHORTCUTS = [
   {keys: ['F2', 'Enter'], action: 'answer', text: 'sc_answer'},
+  {keys: ['F3'], action: 'dial', text: 'sc_dial'},
   {keys: ['F4'], action: 'hangup', text: 'sc_hangup'},
   {keys: ['F6'], action: 'hold', text: 'sc_hold'},
   {keys: ['F7'], action: 'mute', text: 'sc_mute'},
@@ -31,6 +32,7 @@ export function actionFor(event, {keypadOpen}) {
   const plain = !event.ctrlKey && !event.altKey && !event.metaKey;
   switch (event.key) {
     case 'F2': return plain ? 'answer' : null;
+    case 'F3': return plain ? 'dial' : null;
     case 'F4': return plain ? 'hangup' : null;
     case 'F6': return plain ? 'hold' : null;
     case 'F7': return plain ? 'mute' : null;

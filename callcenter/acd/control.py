@@ -4,7 +4,7 @@ device (the desk phone through :class:`~callcenter.acd.telephony.SipConnector`, 
 a queue or a colleague), three-way calls with 120/110 or any number, and dropping a party.
 
 Every action is checked against the conversation as it is *now* (found afresh in the distributor, the connector,
-the softphones and the callback dialler, never cached), refused with a :class:`ControlError` (an HTTP status and
+the softphones and the dialler, never cached), refused with a :class:`ControlError` (an HTTP status and
 the input field at fault) when it makes no sense, logged as ``desk.call.<action>`` with ``call_id`` and
 ``operator``, and published on the bus as :class:`~callcenter.bus.events.DeskCallChanged` so every desktop of that
 operator follows. Changes that happen by themselves (the offer rings, the operator answers on the phone, the caller
@@ -17,6 +17,10 @@ the operator; the recording keeps what the caller hears. A three-way call is a m
 the operator and the parties (``Call.parties`` of the caller's call, so the call layer's rules apply: the elder
 stays with 120 when the operator leaves, parties are hung up with the caller); when the last party leaves, the
 caller and the operator are bridged again.
+
+Calls the operator places (:mod:`callcenter.acd.dialler`: callbacks, outbound calls) are conversations of kind
+"callback" or "outbound"; until the elder answers they show as "ringing" (the desk phone, then the elder's phone
+rings), and hanging up then cancels the call.
 """
 
 from __future__ import annotations
@@ -62,10 +66,10 @@ class Talk:
     """An operator's conversation as found now."""
 
     operator: Operator
-    caller: Call  # the elder's call: the inbound caller, or the elder leg of a callback
+    caller: Call  # the elder's call: the inbound caller, or the elder leg of a call the operator placed
     operator_leg: Any  # the operator's media: the desk phone's RTP leg or the browser's WebRtcLeg
     phone: Call | None  # the desk phone's SIP call (None: the browser softphone)
-    kind: str  # "queue" | "callback"
+    kind: str  # "queue" | "callback" | "outbound"
 
     @property
     def device(self) -> str:
@@ -106,7 +110,7 @@ class CallControl:
         self.connector = connector  # SipConnector: desk phones (its ``talking`` map: caller call id → phone call)
         self.softphones = softphones  # Softphones: browser legs (None: no browser softphone in this engine)
         self.flows = flows  # FlowService: ``transfer(call, number, trunk=, ring_timeout=)`` rings and bridges
-        self.dialler = dialler  # CallbackDialler: callback conversations
+        self.dialler = dialler  # Dialler: the calls operators place (callbacks, outbound calls)
         self.bus = bus
         self.services = dict(services if services is not None else {"120": "120", "110": "110"})
         self.trunk = trunk
@@ -148,7 +152,7 @@ class CallControl:
         return call if call is not None and call.active else None
 
     def talk(self, name: str) -> Talk | None:
-        """The operator's conversation now: browser, desk phone or callback; None when not talking."""
+        """The operator's conversation now: browser, desk phone or a placed call; None when not talking."""
         operator = self.operator(name)
         if self.softphones is not None:
             caller = self._active(self.softphones.talking_call(name))
@@ -161,12 +165,18 @@ class CallControl:
             caller = self._active(operator.call_id)
             if phone is not None and phone.active and caller is not None and phone.caller_leg.media is not None:
                 return Talk(operator, caller, phone.caller_leg.media, phone, "queue")
-        for attempt in getattr(self.dialler, "attempts", {}).values():
-            phone, elder = attempt.phone, attempt.elder
-            if (attempt.operator == name and attempt.reached and phone is not None and phone.active
+        for placed in list(getattr(self.dialler, "placed", {}).values()):
+            phone, elder = placed.phone, placed.elder
+            if (placed.operator == name and placed.reached and phone is not None and phone.active
                     and elder is not None and elder.active and phone.caller_leg.media is not None):
-                return Talk(operator, elder, phone.caller_leg.media, phone, "callback")
+                return Talk(operator, elder, phone.caller_leg.media, phone, placed.kind)
         return None
+
+    def placing(self, name: str) -> Any:
+        """The call the operator places (callback or outbound; callcenter.acd.dialler.Placed) that is not a
+        conversation yet on the desk phone, if any."""
+        placed_by = getattr(self.dialler, "placed_by", None)
+        return placed_by(name) if placed_by is not None else None
 
     def ringing(self, name: str) -> Offer | None:
         """The queue offer ringing for the operator (phone or browser), if any."""
@@ -209,14 +219,23 @@ class CallControl:
         talk = self.talk(name)
         if talk is not None:
             flags = self._flags_for(talk)
-            return {"call_id": talk.caller.call_id, "state": "held" if flags.held else "talking",
+            answered = talk.caller.answered_at
+            placed = talk.kind != "queue"  # a call the operator placed: ringing until the elder answers
+            state = "ringing" if placed and answered is None else "held" if flags.held else "talking"
+            started = answered if placed and answered is not None else flags.started_at
+            return {"call_id": talk.caller.call_id, "state": state,
                     "device": talk.device, "muted": flags.muted, "held": flags.held,
                     "parties": [self._party_json(p) for p in self._parties_of(talk.caller)],
-                    "started_at": iso(flags.started_at), "kind": talk.kind}
+                    "started_at": iso(started), "kind": talk.kind}
         reconnecting = self._reconnecting(name)
         if reconnecting is not None:
             return reconnecting
         self._drop_flags(name)
+        placing = self.placing(name)
+        if placing is not None:  # the desk phone rings first, then the elder's
+            return {"call_id": placing.elder.call_id if placing.elder is not None else placing.key,
+                    "state": "ringing", "device": "browser" if placing.browser else "phone", "muted": False,
+                    "held": False, "parties": [], "started_at": iso(placing.started_at), "kind": placing.kind}
         offer = self.ringing(name)
         if offer is not None:
             return {"call_id": offer.call.call_id, "state": "ringing", "device": self.device_of(operator),
@@ -301,6 +320,12 @@ class CallControl:
                 self.ua.outbound.hangup(talk.phone, EndReason.LOCAL_BYE)  # as if the handset was put down
             else:
                 self.softphones.hangup(name)
+            return self._refresh(name)
+        placing = self.placing(name)
+        if placing is not None:  # cancel a call being placed (the desk phone or the elder still rings)
+            log.info("desk.call.hangup", call_id=placing.key, operator=name, kind=placing.kind,
+                     device="browser" if placing.browser else "phone")
+            self.dialler.hang_up(name)
             return self._refresh(name)
         offer = self.ringing(name)
         if offer is None:

@@ -17,7 +17,17 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from callcenter.directory.models import Contact, Elder, ElderPhone, ServiceRecord, Terminal, WorkOrder
+from callcenter.directory.models import (
+    SEARCHED,
+    Contact,
+    Elder,
+    ElderPhone,
+    ServiceRecord,
+    Terminal,
+    WorkOrder,
+    search_text,
+    search_text_sql,
+)
 from callcenter.directory.validation import DirectoryInputError, ElderInput
 
 if TYPE_CHECKING:
@@ -59,10 +69,20 @@ def scalars(inp: ElderInput, names: Iterable[str]) -> dict[str, Any]:
 
 
 def with_tail(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The elder's columns with the ones derived from them: ``id_tail``, and ``search_text`` when every part of it
+    is given (a partial update refreshes it in SQL: :func:`refresh_search_text`)."""
     out = dict(values)
     if "id_number" in out:
         out["id_tail"] = out["id_number"][-4:] if out["id_number"] else None
+    if all(name in out for name in SEARCHED):
+        out["search_text"] = search_text(out)
     return out
+
+
+async def refresh_search_text(conn: AsyncConnection, elder_ids: Sequence[int]) -> None:
+    """``search_text`` of these elders from their columns as they are now."""
+    for chunk in chunks(elder_ids):
+        await conn.execute(update(E).where(E.c.id.in_(chunk)).values(search_text=search_text_sql()))
 
 
 def conflict(exc: IntegrityError) -> DirectoryInputError:
@@ -175,6 +195,8 @@ async def write_inputs(store: DirectoryStore, inputs: Sequence[ElderInput], *,
                     {name: bindparam(f"v_{name}") for name in columns})
                 for chunk in chunks(rows, ROWS):
                     await conn.execute(statement, list(chunk))
+                if "search_text" not in columns and set(columns) & set(SEARCHED):
+                    await refresh_search_text(conn, [row["b_id"] for row in rows])
             await _update_children(conn, updates, store.buttons, new)
             await insert_rows(conn, **new)
     except IntegrityError as exc:
@@ -264,7 +286,8 @@ async def insert_rows(conn: AsyncConnection, *, elders: Sequence[Mapping[str, An
                       terminals: Sequence[Mapping[str, Any]] = (), records: Sequence[Mapping[str, Any]] = (),
                       work_orders: Sequence[Mapping[str, Any]] = ()) -> None:
     """Plain inserts in chunks (executemany); elders carry their ids."""
-    for table, rows in ((E, [with_tail(r) for r in elders]), (P, phones), (C, contacts), (T, terminals),
-                        (R, records), (W, work_orders)):
+    elder_rows = [with_tail(r) | {"search_text": search_text(r)} for r in elders]
+    for table, rows in ((E, elder_rows), (P, phones), (C, contacts), (T, terminals), (R, records),
+                        (W, work_orders)):
         for chunk in chunks(list(rows), ROWS):
             await conn.execute(insert(table), list(chunk))

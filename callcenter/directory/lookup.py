@@ -14,6 +14,8 @@ older keys ``numbers`` (phones) and ``family_numbers`` (contacts, in order) are 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -28,7 +30,8 @@ from callcenter.directory.store import DirectoryStore
 from callcenter.directory.validation import ElderInput, input_problems
 from callcenter.ivr.context import BUTTONS, CallerProfile
 
-__all__ = ["Directory", "EmptyDirectory", "SeedError", "national", "open_directory", "prepare", "read_seed"]
+__all__ = ["Directory", "EmptyDirectory", "SeedError", "national", "number_key", "open_directory", "prepare",
+           "read_seed"]
 
 log = structlog.get_logger("callcenter.directory")
 
@@ -56,6 +59,12 @@ class SeedError(ValueError):
 def terminal_buttons(config: Any) -> dict[str, str]:
     """The button map of the center's terminals: each routed number with a terminal button (DID → button)."""
     return {r.number: r.button for r in config.routing.numbers if r.button in BUTTONS and r.button != "hotline"}
+
+
+def number_key(config: Any) -> Callable[[str], str]:
+    """The directory key of a number as the configuration reads numbers (region, area code): for the CDR writer's
+    ``party_number``, so that an elder's calls are found by the elder's numbers."""
+    return functools.partial(national, region=config.directory.region, area_code=config.directory.area_code)
 
 
 def build_store(config: Any, db: AsyncEngine) -> DirectoryStore:

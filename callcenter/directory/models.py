@@ -1,14 +1,17 @@
 """The directory's tables: elders, their phone numbers, terminals, contacts, service records, work orders and
-the access log of personal data (SQLAlchemy 2, on the store's ``Base``; migration ``0004_directory``).
+the access log of personal data (SQLAlchemy 2, on the store's ``Base``; migrations ``0004_directory`` and
+``0005_history``).
 
 Text columns that describe an elder are empty strings rather than NULL, so that address search can join them;
 ``sex``, ``birth_date``, ``id_number``, ``lat``/``lon`` are NULL when unknown. ``id_number`` is stored whole
 (shown masked: :func:`callcenter.directory.validation.mask_id`); ``id_tail`` keeps its last 4 characters indexed
-for the desktop's "search by the ID number's tail". Phone numbers and contact numbers are directory keys
+for the desktop's "search by the ID number's tail", ``search_text`` the name and address for its "anywhere"
+search. Phone numbers and contact numbers are directory keys
 (:func:`callcenter.directory.numbers.normalise`), ``raw`` keeps what was entered."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -66,9 +69,27 @@ class Elder(Base):
     care_level: Mapped[str] = mapped_column(String(32), server_default=EMPTY)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # the name and the address in one indexed string (:func:`search_text`, kept by every writer): the desktop's
+    # "anywhere" search reads this index instead of the whole table (migration 0005)
+    search_text: Mapped[str] = mapped_column(String(512), index=True, server_default=EMPTY)
 
     def __repr__(self) -> str:
         return f"<Elder {self.id} {self.name}>"
+
+
+SEARCHED = ("name", "district", "street", "community", "address")
+
+
+def search_text(values: Mapping[str, Any]) -> str:
+    """What the "anywhere" search looks in: the name, a space, then district, street, community and address run
+    together (as a person writes an address). Missing parts are empty."""
+    return f"{values.get('name') or ''} " + "".join(values.get(key) or "" for key in SEARCHED[1:])
+
+
+def search_text_sql() -> Any:
+    """:func:`search_text` as an SQL expression over the elders table (to refresh rows after a partial update)."""
+    table = Elder.__table__
+    return table.c.name + " " + table.c.district + table.c.street + table.c.community + table.c.address
 
 
 class ElderPhone(Base):

@@ -141,6 +141,7 @@ def is_mobile(number: str) -> bool:
     return len(number) == 11 and number[0] == "1" and number.isdigit()
 
 
+@functools.lru_cache(maxsize=65_536)  # every profile and search result shows its numbers: parse each one once
 def display(number: str, region: str = "CN") -> str:
     """A key written for people: "138 0013 8001", "010 6234 5678", "+852 9123 4567"; short numbers as they are."""
     if not number or (number.isdigit() and len(number) <= SHORT_MAX):

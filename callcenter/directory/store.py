@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, case, func, insert, or_, select, true, update
+from sqlalchemy import and_, func, insert, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from callcenter.directory.access import AccessLogWriter
 from callcenter.directory.bulk import (
     SCALARS,
     BulkState,
@@ -32,9 +33,11 @@ from callcenter.directory.bulk import (
     write_children,
     write_inputs,
 )
+from callcenter.directory.history import KIND_ORDER, aware, history, iso, record_item, work_order_item
 from callcenter.directory.models import (
     ACCESS_ACTIONS,
     DIRECTIONS,
+    SEARCHED,
     Contact,
     Elder,
     ElderPhone,
@@ -42,6 +45,7 @@ from callcenter.directory.models import (
     ServiceRecord,
     Terminal,
     WorkOrder,
+    search_text,
 )
 from callcenter.directory.numbers import display, national
 from callcenter.directory.validation import (
@@ -56,19 +60,15 @@ from callcenter.directory.validation import (
 )
 from callcenter.ivr.context import CallerProfile
 
-__all__ = ["DirectoryInputError", "DirectoryStore", "WriteResult"]
+__all__ = ["KIND_ORDER", "DirectoryInputError", "DirectoryStore", "WriteResult"]
 
 log = structlog.get_logger("callcenter.directory")
 
 E, P, T, C = Elder.__table__, ElderPhone.__table__, Terminal.__table__, Contact.__table__
 R, W, A = ServiceRecord.__table__, WorkOrder.__table__, ProfileAccess.__table__
-KIND_ORDER = case((P.c.kind == "terminal", 0), (P.c.kind == "mobile", 1), else_=2)
 RECENT_PROFILES = 10_000
+ACCESS_FLUSH_TIMEOUT = 10.0  # seconds an access-log read waits for queued rows (a database that fails: an error)
 TOP = "\U0010ffff"  # sorts after every character: name >= q AND name < q + TOP is "starts with q" on an index
-
-
-def iso(value: dt.date | dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _utcnow() -> dt.datetime:
@@ -91,6 +91,20 @@ class DirectoryStore:
         self.buttons = dict(buttons or {})
         self.now = now
         self._recent: OrderedDict[str, CallerProfile] = OrderedDict()
+        self.access: AccessLogWriter | None = None  # the access log's writer, from start() to close()
+
+    async def start(self) -> None:
+        """Write the access log in the background from now on (:mod:`callcenter.directory.access`); without it
+        (tools, the command line) every :meth:`log_access` commits its own row."""
+        if self.access is None:
+            self.access = AccessLogWriter(self.db)
+            await self.access.start()
+
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """Write the queued access-log rows and stop the writer (rows not written by ``timeout`` are logged one
+        by one as ``directory.access_log.lost``)."""
+        if self.access is not None:
+            await self.access.close(timeout)
 
     # -- numbers ------------------------------------------------------------------------------------------
     def key(self, number: str) -> str:
@@ -143,6 +157,11 @@ class DirectoryStore:
         for code that may not wait (the ACD's announcements in the caller's language)."""
         return self._recent.get(self.key(number))
 
+    async def has_elder(self, elder_id: int) -> bool:
+        """Whether there is an elder with this id (one indexed read, for checks before a write)."""
+        async with self.db.connect() as conn:
+            return (await conn.execute(select(E.c.id).where(E.c.id == elder_id))).first() is not None
+
     async def elder_id_for(self, number: str) -> int | None:
         key = self.key(number)
         if not key:
@@ -169,7 +188,7 @@ class DirectoryStore:
             select(P.c.number, P.c.kind).where(P.c.elder_id == elder_id).order_by(KIND_ORDER, P.c.id))]
         elder["terminals"] = [{
             "id": t.id, "type": t.type, "serial": t.serial, "installed": iso(t.installed),
-            "buttons": dict(t.buttons or {}), "last_heartbeat": iso(_aware(t.last_heartbeat)), "battery": t.battery,
+            "buttons": dict(t.buttons or {}), "last_heartbeat": iso(aware(t.last_heartbeat)), "battery": t.battery,
             "power": t.power} for t in await conn.execute(select(T).where(T.c.elder_id == elder_id).order_by(T.c.id))]
         elder["contacts"] = [{
             "id": c.id, "name": c.name, "relation": c.relation, "number": c.number, "display": display(c.number),
@@ -191,7 +210,7 @@ class DirectoryStore:
                         "detail": row.address, "text": "".join(p for p in parts if p)},
             "location": {"lat": row.lat, "lon": row.lon} if row.lat is not None and row.lon is not None else None,
             "phones": [self._phone(p) for p in phones],
-            "created_at": iso(_aware(row.created_at)), "updated_at": iso(_aware(row.updated_at)),
+            "created_at": iso(aware(row.created_at)), "updated_at": iso(aware(row.updated_at)),
         }
 
     async def search(self, q: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -227,10 +246,9 @@ class DirectoryStore:
             else:
                 await add(select(E.c.id).where(E.c.name >= q, E.c.name < q + TOP,
                                                E.c.name.startswith(q, autoescape=True)).order_by(E.c.name, E.c.id))
-                words = q.split()
-                haystack = E.c.name + E.c.district + E.c.street + E.c.community + E.c.address
-                await add(select(E.c.id).where(*(haystack.contains(w, autoescape=True) for w in words))
-                          .order_by(E.c.id))
+                words = q.split()  # anywhere in the name or the address: a scan of search_text's index
+                await add(select(E.c.id).where(*(E.c.search_text.contains(w, autoescape=True) for w in words))
+                          .order_by(E.c.search_text, E.c.id))
             ids = list(found)
             if not ids:
                 return []
@@ -280,6 +298,7 @@ class DirectoryStore:
                 inp = validate_elder({**current, **patch}, region=self.region, area_code=self.area_code,
                                      today=self.today())
                 changed = scalars(inp, [n for n in SCALARS if n in given or n in ("birth_date", "sex", "title")])
+                changed["search_text"] = search_text({name: getattr(inp, name) for name in SEARCHED})
                 await conn.execute(update(E).where(E.c.id == elder_id).values(**changed, updated_at=now))
                 await write_children(conn, elder_id, inp, given, buttons=self.buttons, replace=True)
         except IntegrityError as exc:
@@ -319,7 +338,7 @@ class DirectoryStore:
             return await self._records(conn, R.c.elder_id == elder_id, limit)
 
     async def _records(self, conn: AsyncConnection, where: Any, limit: int) -> list[dict[str, Any]]:
-        return [_record(r) for r in await conn.execute(select(R).where(where).order_by(R.c.at.desc(), R.c.id.desc())
+        return [record_item(r) for r in await conn.execute(select(R).where(where).order_by(R.c.at.desc(), R.c.id.desc())
                                                         .limit(limit))]
 
     async def create_work_order(self, *, elder_id: int | None, call_id: str | None, type: str, assignee: str,
@@ -343,7 +362,7 @@ class DirectoryStore:
             return await self._work_orders(conn, where, limit)
 
     async def _work_orders(self, conn: AsyncConnection, where: Any, limit: int) -> list[dict[str, Any]]:
-        return [_work_order(r) for r in await conn.execute(
+        return [work_order_item(r) for r in await conn.execute(
             select(W).where(where).order_by(W.c.created_at.desc(), W.c.id.desc()).limit(limit))]
 
     async def update_work_order(self, id: int, *, status: str | None = None,
@@ -365,54 +384,19 @@ class DirectoryStore:
                 values["feedback"] = feedback
             if values:
                 await conn.execute(update(W).where(W.c.id == id).values(**values))
-            order = _work_order((await conn.execute(select(W).where(W.c.id == id))).one())
+            order = work_order_item((await conn.execute(select(W).where(W.c.id == id))).one())
         log.info("directory.work_order.updated", call_id=row.call_id, work_order_id=id, status=order["status"])
         return order
 
     async def history(self, *, elder_id: int | None = None, q: str | None = None,
                       since: dt.datetime | str | None = None, until: dt.datetime | str | None = None,
                       limit: int = 100) -> list[dict[str, Any]]:
-        """Service records and work orders, newest first, each with ``kind`` ("record" | "work_order") and the
-        elder's name: of one elder, and/or matching ``q`` (a number, else words in the notes, disposition,
-        type, assignee, operator or the elder's name), between ``since`` and ``until``. (Call detail records
-        are not searched here: they have no index by caller.)"""
-        start, end = self._when(since, "since"), self._when(until, "until")
-        limit = max(1, min(int(limit), 1000))
-        record_where, order_where = [], []
-        if elder_id is not None:
-            record_where.append(R.c.elder_id == elder_id)
-            order_where.append(W.c.elder_id == elder_id)
-        if start is not None:
-            record_where.append(R.c.at >= start)
-            order_where.append(W.c.created_at >= start)
-        if end is not None:
-            record_where.append(R.c.at < end)
-            order_where.append(W.c.created_at < end)
-        async with self.db.connect() as conn:
-            words = (q or "").split()
-            compact = re.sub(r"[\s\-()]", "", q or "")
-            if words and re.fullmatch(r"\+?[0-9]{3,}", compact):
-                key = self.key(compact)
-                owners = list((await conn.execute(select(P.c.elder_id).where(P.c.number == key))).scalars())
-                record_where.append(or_(R.c.number == key, R.c.elder_id.in_(owners)))
-                order_where.append(W.c.elder_id.in_(owners))
-            elif words:
-                for word in words:
-                    record_where.append(or_(*(col.contains(word, autoescape=True) for col in (
-                        R.c.notes, R.c.disposition, R.c.operator, E.c.name))))
-                    order_where.append(or_(*(col.contains(word, autoescape=True) for col in (
-                        W.c.notes, W.c.type, W.c.assignee, W.c.feedback, E.c.name))))
-            records = await conn.execute(
-                select(R, E.c.name.label("elder_name")).outerjoin(E, E.c.id == R.c.elder_id)
-                .where(and_(true(), *record_where)).order_by(R.c.at.desc(), R.c.id.desc()).limit(limit))
-            orders = await conn.execute(
-                select(W, E.c.name.label("elder_name")).outerjoin(E, E.c.id == W.c.elder_id)
-                .where(and_(true(), *order_where)).order_by(W.c.created_at.desc(), W.c.id.desc()).limit(limit))
-            items = [{"kind": "record", **_record(r), "elder_name": r.elder_name} for r in records]
-            items += [{"kind": "work_order", "at": iso(_aware(r.created_at)), **_work_order(r),
-                       "elder_name": r.elder_name} for r in orders]
-        items.sort(key=lambda item: item["at"] or "", reverse=True)
-        return items[:limit]
+        """Calls, service records, work orders and callbacks, newest first, each with ``kind`` ("call" | "record"
+        | "work_order" | "callback"), ``at`` and the elder's name (:mod:`callcenter.directory.history`): of one
+        elder, and/or matching ``q`` (a number, else words in the notes, disposition, type, assignee, operator or
+        the elder's name), between ``since`` and ``until``. Calls and callbacks are listed for an elder or a
+        number, not for words or dates alone."""
+        return await history(self, elder_id=elder_id, q=q, since=since, until=until, limit=limit)
 
     def _when(self, value: dt.datetime | str | None, name: str) -> dt.datetime | None:
         """An aware UTC time from a datetime or an ISO string (no offset: the center's local time)."""
@@ -431,18 +415,28 @@ class DirectoryStore:
     # -- the access log ---------------------------------------------------------------------------------------
     async def log_access(self, *, username: str, role: str, action: str, elder_id: int | None = None,
                          detail: str = "") -> None:
-        """One row of the personal-data access log (who, role, what, which elder, when)."""
+        """One row of the personal-data access log (who, role, what, which elder, when). After :meth:`start` the
+        row is queued and written in the background (in the table within ``AccessLogWriter.interval``, 0.2 s,
+        and before any :meth:`access_log` read that starts later); before it, committed here."""
         if action not in ACCESS_ACTIONS:
             raise DirectoryInputError("action", f"expected one of {', '.join(ACCESS_ACTIONS)}")
-        async with self.db.begin() as conn:
-            await conn.execute(insert(A).values(at=self.now(), username=username[:128], role=role[:32],
-                                                elder_id=elder_id, action=action, detail=(detail or "")[:512]))
+        row = {"at": self.now(), "username": username[:128], "role": role[:32], "elder_id": elder_id,
+               "action": action, "detail": (detail or "")[:512]}
+        if self.access is not None and self.access.running:
+            self.access.record(row)
+        else:
+            async with self.db.begin() as conn:
+                await conn.execute(insert(A).values(**row))
         log.info("directory.access", username=username, role=role, action=action, elder_id=elder_id)
 
     async def access_log(self, *, elder_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest access-log rows, newest first; every row logged before this call is among them (queued
+        rows are written first)."""
+        if self.access is not None and self.access.pending:
+            await asyncio.wait_for(self.access.flush(), ACCESS_FLUSH_TIMEOUT)
         where = A.c.elder_id == elder_id if elder_id is not None else true()
         async with self.db.connect() as conn:
-            return [{"id": r.id, "at": iso(_aware(r.at)), "username": r.username, "role": r.role,
+            return [{"id": r.id, "at": iso(aware(r.at)), "username": r.username, "role": r.role,
                      "elder_id": r.elder_id, "action": r.action, "detail": r.detail}
                     for r in await conn.execute(select(A).where(where).order_by(A.c.id.desc()).limit(limit))]
 
@@ -464,24 +458,6 @@ class DirectoryStore:
             orders = await self._work_orders(
                 conn, and_(W.c.elder_id == elder_id, W.c.status.in_(("open", "in_progress"))), 50)
         return elder, found, orders
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _record(r: Any) -> dict[str, Any]:
-    return {"id": r.id, "at": iso(_aware(r.at)), "elder_id": r.elder_id, "number": r.number, "call_id": r.call_id,
-            "operator": r.operator, "disposition": r.disposition, "notes": r.notes, "direction": r.direction}
-
-
-def _work_order(r: Any) -> dict[str, Any]:
-    return {"id": r.id, "created_at": iso(_aware(r.created_at)), "elder_id": r.elder_id, "call_id": r.call_id,
-            "type": r.type, "assignee": r.assignee, "due_at": iso(_aware(r.due_at)), "status": r.status,
-            "notes": r.notes, "feedback": r.feedback, "created_by": r.created_by,
-            "closed_at": iso(_aware(r.closed_at))}
 
 
 def _flat(data: Mapping[str, Any]) -> dict[str, Any]:

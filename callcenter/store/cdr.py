@@ -6,6 +6,7 @@ retried with backoff; records are only dropped when the database rejects one on 
 the whole record is logged. Writes are upserts on ``call_id``, so a retried batch never duplicates rows."""
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,7 @@ class CallRecordData:
     sip_status: int | None = None
     ended_by: str | None = None
     node: str | None = None
+    party_number: str | None = None  # the other party as a directory key; the writer fills it (see CdrWriter)
 
     def __post_init__(self) -> None:
         if not self.call_id:
@@ -74,21 +76,33 @@ def _upsert(dialect_name: str) -> Insert:
 
 
 class CdrWriter(BatchWriter[CallRecordData]):
-    """Writes CallRecordData to the ``call_records`` table in the background (one writer per engine)."""
+    """Writes CallRecordData to the ``call_records`` table in the background (one writer per engine).
+
+    ``party_key`` turns the other party's number (the caller of an inbound call, the dialled number of an outbound
+    one) into the directory's key for ``party_number`` (the engine passes the directory's normalisation, so that
+    an elder's calls are found by the elder's numbers); without it the column stays empty."""
 
     prefix = "store.cdr"
     noun = "records"
 
     def __init__(self, engine: AsyncEngine, *, batch_size: int = 200, interval: float = 0.1,
-                 retry_delay: float = 0.5, max_retry_delay: float = 30.0, backlog_warning: int = 10_000) -> None:
+                 retry_delay: float = 0.5, max_retry_delay: float = 30.0, backlog_warning: int = 10_000,
+                 party_key: Callable[[str], str] | None = None) -> None:
         super().__init__(batch_size=batch_size, interval=interval, retry_delay=retry_delay,
                          max_retry_delay=max_retry_delay, backlog_warning=backlog_warning)
         self._engine = engine
         self._stmt = _upsert(engine.dialect.name)
+        self.party_key = party_key
 
     def submit(self, record: CallRecordData) -> None:
         """Queue ``record`` for writing; returns at once. Call it from the event loop's thread. After close()
         the record can no longer be written: it is logged (``store.cdr.lost``) instead."""
+        if record.party_number is None and self.party_key is not None:
+            number = record.to_number if record.direction == "outbound" else record.from_number
+            try:
+                record.party_number = (self.party_key(number)[:64] or None) if number else None
+            except Exception:  # a number the key function cannot read must not cost the record
+                log.exception("store.cdr.party_number_failed", call_id=record.call_id, number=number)
         self._add(record)
 
     def _fields(self, item: CallRecordData) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -63,6 +64,7 @@ class CallRecord(Base):
     """The call detail record (CDR): one row per call, written when the call ends."""
 
     __tablename__ = "call_records"
+    __table_args__ = (Index("ix_call_records_party_number_started_at", "party_number", "started_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(String(255), unique=True, index=True)
@@ -83,6 +85,9 @@ class CallRecord(Base):
     sip_status: Mapped[int | None] = mapped_column(Integer)  # the final SIP status of the INVITE
     ended_by: Mapped[str | None] = mapped_column(String(32))
     node: Mapped[str | None] = mapped_column(String(64))
+    # the other party as a directory key (callcenter.directory.numbers.national): the caller of an inbound call,
+    # the dialled number of an outbound one; an elder's calls are the rows with one of the elder's numbers here
+    party_number: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return f"<CallRecord {self.call_id} {self.direction} {self.from_number}->{self.to_number} {self.end_reason}>"
@@ -164,7 +169,7 @@ class CallbackTask(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     call_id: Mapped[str | None] = mapped_column(String(255), index=True)
     number: Mapped[str] = mapped_column(String(64), index=True)
-    elder_id: Mapped[int | None] = mapped_column(Integer)
+    elder_id: Mapped[int | None] = mapped_column(Integer, index=True)
     reason: Mapped[str] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(32))  # "ivr" | "abandoned" | "missed" | "operator"
     # "open" | "dialling" | "completed" | "closed"

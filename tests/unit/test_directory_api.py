@@ -17,8 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from agents.screenpop import call_facts, directory_builder
 from agents.web import create_app
 from callcenter.acd.callbacks import CallbackTasks
+from callcenter.directory.numbers import national
 from callcenter.directory.store import DirectoryStore
 from callcenter.directory.validation import id_check_digit
+from callcenter.store.cdr import CallRecordData, CdrWriter
 from callcenter.store.db import create_engine_for, run_migrations
 from tests.unit.test_web import FakeEngine, Now, basic, logged_in, make_call, make_config
 
@@ -47,10 +49,13 @@ def run(db_url: str, test: Test) -> None:
     async def main() -> None:
         db = create_engine_for(db_url)
         engine = DirectoryEngine(db)
+        store = engine.directory
+        await store.start()  # the access log batched, as in the engine: access() sees rows through its flush
         try:
             async with TestClient(TestServer(create_app(engine, engine.config, now=Now()))) as client:
                 await test(client, engine)
         finally:
+            await store.close()
             await db.dispose()
 
     asyncio.run(main())
@@ -154,10 +159,17 @@ def test_a_record_from_a_call_lands_in_the_elders_history(db_url: str):
             "call_id": "c1", "disposition": "紧急救助已派120", "notes": "老人摔倒，已派120"}, headers=basic("op")), 201)
         by_number = await json_of(await client.post("/api/records", json={
             "number": "010-66001234", "disposition": "需回访"}, headers=basic("sup")), 201)
+        cdr = CdrWriter(engine.db, party_key=national)  # the call itself, as the engine's CDR writer stores it
+        await cdr.start()
+        cdr.submit(CallRecordData(call_id="c1", direction="inbound", started_at=dt.datetime.now(dt.UTC),
+                                  from_number="+86 10 6600 1234", to_number="12349"))
+        await cdr.close()
         history = await json_of(await client.get(f"/api/elders/{elder_id}/history", headers=basic("aud")), 200)
         records = {item["id"]: item for item in history["history"] if item["kind"] == "record"}
         assert set(records) == {created["id"], by_number["id"]}
         assert records[created["id"]]["call_id"] == "c1" and records[created["id"]]["operator"] == "op"
+        calls = [item for item in history["history"] if item["kind"] == "call"]
+        assert [(c["call_id"], c["number"], c["elder_name"]) for c in calls] == [("c1", "01066001234", "王秀英")]
         assert history["callbacks"] == [] and ("aud", "view", elder_id) in await access(engine)
 
     run(db_url, test)
@@ -289,6 +301,8 @@ def test_the_desktop_pop_joins_the_directory_and_the_open_callbacks(db_url: str)
         assert [(c["id"], c["reason"]) for c in pop["callbacks"]] == [(task_id, "hung up")]
         history = await json_of(await client.get(f"/api/elders/{elder_id}/history", headers=basic("op")), 200)
         assert [c["id"] for c in history["callbacks"]] == [task_id]
+        assert [(i["kind"], i["id"], i["state"]) for i in history["history"] if i["kind"] == "callback"] == [
+            ("callback", task_id, "open")]
         unknown = await build(call_facts(engine, "c2", number="13900139000"))
         assert unknown["unknown"] is True and unknown["elder"] is None and unknown["callbacks"] == []
         engine.directory = BrokenDirectory()  # the offer still goes out: unknown caller, and why

@@ -212,7 +212,7 @@ def test_migration_upgrades_an_existing_0001_database(tmp_path):
                      "'2025-03-01 08:00:00')")
     run_migrations(url)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0005",)]
         assert conn.execute("select call_id, direction from call_records").fetchall() == [("c1", "inbound")]
         tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
     assert {"flow_versions", "flow_live", "voicemails", "callback_tasks", "call_records"} <= tables

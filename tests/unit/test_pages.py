@@ -24,7 +24,7 @@ from tests.unit.test_web import FakeEngine, Now, logged_in, make_config
 
 DESK_IDS = ("pop", "pop-name", "pop-button", "btn-answer", "btn-hangup", "btn-hold", "btn-mute", "dtmf-pad",
             "btn-conf-120", "record-form", "record-disposition", "record-notes", "btn-save-record", "history",
-            "state-select", "device-select", "softphone-status", "call-timer")
+            "state-select", "device-select", "softphone-status", "call-timer", "btn-dial", "dial-number")
 WALLBOARD_IDS = ("wallboard-queues", "wallboard-operators")
 NASTY = '</script><script>alert(1)</script>"\'&'
 
@@ -239,11 +239,13 @@ def test_the_hooks_are_documented_and_the_shortcuts_spare_the_browser_keys():
         assert f"#{element_id}" in documented, element_id
     assert "[data-contact-number]" in documented
     assert "dataset: {contactNumber:" in (STATIC / "pop.js").read_text()  # rendered as data-contact-number
+    assert "[data-dial-number]" in documented
+    assert all("dataset: {dialNumber:" in (STATIC / name).read_text() for name in ("pop.js", "lists.js"))
     wallboard = (STATIC / "wallboard.js").read_text()
     assert all(f"#{element_id}" in wallboard for element_id in WALLBOARD_IDS)
     shortcuts = (STATIC / "shortcuts.js").read_text()
     keys = set(re.findall(r"'([^']+)'", "".join(re.findall(r"keys: \[([^\]]*)\]", shortcuts))))
-    assert {"F2", "F4", "F6", "F7", "F8", "F9", "F10", "Ctrl+S", "?"} <= keys
+    assert {"F2", "F3", "F4", "F6", "F7", "F8", "F9", "F10", "Ctrl+S", "?"} <= keys
     assert not keys & {"Ctrl+W", "Ctrl+T", "Ctrl+N", "Ctrl+R", "F5", "F11", "F12"}
 
 

@@ -67,14 +67,20 @@ class Builder:
                 "work_orders": [], "callbacks": []}
 
 
-class FakeAttempt:
-    def __init__(self, number: str) -> None:
+class FakePlaced:
+    def __init__(self, number: str, elder_id: int | None = None) -> None:
         self.number = number
+        self.elder_id = elder_id
 
 
 class FakeDialler:
+    """callcenter.acd.dialler.Dialler's ``find``: the call being placed by its key."""
+
     def __init__(self) -> None:
-        self.attempts: dict[int, FakeAttempt] = {}
+        self.placed: dict[str, FakePlaced] = {}
+
+    def find(self, key: str) -> FakePlaced | None:
+        return self.placed.get(key)
 
 
 class PushEngine(FakeEngine):
@@ -317,7 +323,7 @@ def test_call_control_events_carry_the_pop():
 def test_a_callback_being_dialled_pops_the_elder_to_call():
     async def test(client: TestClient, engine: PushEngine, hub: DeskHub, builder: Builder) -> None:
         response = await events(client, "op")
-        engine.dialler.attempts[5] = FakeAttempt("13800138001")
+        engine.dialler.placed["callback-5"] = FakePlaced("13800138001")
         engine.acd.set_state("op1", "available")
         engine.acd.begin_outbound("op1", "callback-5")
         offer = await expect(response, "offer")
@@ -337,7 +343,7 @@ def test_an_answered_callback_keeps_its_pop_for_the_conversation():
     async def test(client: TestClient, engine: PushEngine, hub: DeskHub, builder: Builder) -> None:
         engine.control = object()
         response = await events(client, "op")
-        engine.dialler.attempts[6] = FakeAttempt("13800138001")
+        engine.dialler.placed["callback-6"] = FakePlaced("13800138001")
         engine.acd.set_state("op1", "available")
         engine.acd.begin_outbound("op1", "callback-6")
         offer = await expect(response, "offer")
@@ -351,6 +357,33 @@ def test_an_answered_callback_keeps_its_pop_for_the_conversation():
         engine.acd.end_outbound("op1")
         await settle()
         assert "callback-6" not in hub.pops.entries and not hub.dialling
+
+    run(test)
+
+
+def test_an_outbound_call_pops_the_elder_it_was_placed_for_and_keeps_the_pop_for_the_conversation():
+    async def test(client: TestClient, engine: PushEngine, hub: DeskHub, builder: Builder) -> None:
+        engine.control = object()
+        response = await events(client, "op")
+        engine.dialler.placed["outbound-ab12"] = FakePlaced("13800138001", elder_id=42)
+        engine.acd.set_state("op1", "available")
+        engine.acd.begin_outbound("op1", "outbound-ab12")
+        offer = await expect(response, "offer")
+        assert offer["offer_id"] is None and offer["call_id"] == "outbound-ab12"
+        assert offer["pop"]["call"]["direction"] == "outbound"
+        assert offer["pop"]["call"]["caller_number"] == "13800138001"
+        (facts,) = builder.built
+        assert facts["elder_id"] == 42 and facts["direction"] == "outbound"  # the elder it was placed for
+        engine.acd.outbound_answered("op1")
+        assert (await expect(response, "offer_withdrawn"))["reason"] == "answered"
+        engine.bus.publish(DeskCallChanged(operator="op1", call_id="sip-9", call={
+            "call_id": "sip-9", "state": "talking", "device": "browser", "muted": False, "held": False,
+            "parties": [], "started_at": None, "kind": "outbound"}))
+        call = await expect(response, "call")
+        assert call["kind"] == "outbound" and call["pop"] == offer["pop"] and len(builder.built) == 1
+        engine.acd.end_outbound("op1")
+        await settle()
+        assert "outbound-ab12" not in hub.pops.entries and not hub.dialling
 
     run(test)
 

@@ -35,7 +35,7 @@ def db_url(tmp_path):
 def test_migrations_create_table_matching_models(tmp_path, db_url):
     path = tmp_path / "sub" / "callcenter.db"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("select version_num from alembic_version").fetchall() == [("0005",)]
         columns = [row[1] for row in conn.execute("pragma table_info(call_records)")]
         assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
     assert columns == [c.name for c in CallRecord.__table__.columns]

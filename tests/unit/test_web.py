@@ -360,6 +360,7 @@ EXPECTED_ROUTES = {
     ("POST", "/api/desk/transfer"): STAFF,
     ("POST", "/api/desk/conference"): STAFF,
     ("DELETE", "/api/desk/conference/{party_call_id}"): STAFF,
+    ("POST", "/api/desk/dial"): STAFF,
 }
 
 
