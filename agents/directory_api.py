@@ -392,7 +392,19 @@ async def api_history(request: web.Request) -> web.StreamResponse:
     return web.json_response({"history": items})
 
 
+@allow("auditor", "admin")
+async def api_access_log(request: web.Request) -> web.StreamResponse:
+    """Who saw, changed, imported or exported personal data, newest first (the access log; optionally of one
+    elder). Reading it is itself logged."""
+    elder_id = _positive_int(request.query["elder_id"], "elder_id") if "elder_id" in request.query else None
+    limit = _limit(request, 100, 1000)
+    rows = await _store(request).access_log(elder_id=elder_id, limit=limit)
+    await _audit(request, "search", elder_id, "access log")
+    return web.json_response({"access_log": rows})
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get("/api/access-log", api_access_log)
     app.router.add_get("/api/elders", api_elders)
     app.router.add_post("/api/elders", api_elder_create)
     app.router.add_get("/api/elders/{elder_id}", api_elder)

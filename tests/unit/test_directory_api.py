@@ -96,6 +96,12 @@ def test_quick_create_then_find_and_view_the_elder_with_every_look_logged(db_url
         assert whole["id_number"] == ID_NUMBER
         assert await access(engine) == [("op", "create", elder_id), ("op", "search", None), ("aud", "search", None),
                                         ("op", "view", elder_id), ("admin", "view", elder_id)]
+        # auditors read the access log over the API (an operator may not); reading it is logged too
+        assert (await client.get(f"/api/access-log?elder_id={elder_id}", headers=basic("op"))).status == 403
+        log = await json_of(await client.get(f"/api/access-log?elder_id={elder_id}", headers=basic("aud")), 200)
+        assert [(r["username"], r["action"]) for r in log["access_log"]] == [
+            ("admin", "view"), ("op", "view"), ("op", "create")]
+        assert (await access(engine))[-1] == ("aud", "search", elder_id)
 
     run(db_url, test)
 

@@ -346,6 +346,7 @@ EXPECTED_ROUTES = {
     ("POST", "/api/work-orders"): STAFF,
     ("PATCH", "/api/work-orders/{order_id}"): STAFF,
     ("GET", "/api/history"): ALL_ROLES,
+    ("GET", "/api/access-log"): {"auditor", "admin"},
     ("GET", "/api/openapi.json"): ALL_ROLES,
     ("GET", "/api/docs"): ALL_ROLES,
     ("GET", "/desk"): STAFF,
