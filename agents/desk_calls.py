@@ -23,7 +23,8 @@ Answers are ``{"operator": NAME, "call": CALL|null}`` (the CALL shape of docs/de
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -37,6 +38,7 @@ from callcenter.acd.dialler import DialError
 from callcenter.directory.numbers import InvalidNumber, normalise
 
 log = structlog.get_logger("agents.web")
+T = TypeVar("T")
 
 MAX_SDP = 16 * 1024  # a browser's audio offer with its candidates is a few kB
 
@@ -125,8 +127,12 @@ def _answer(name: str, call: Any, status: int = 200, **extra: Any) -> web.Respon
     return web.json_response({"operator": name, "call": call, **extra}, status=status)
 
 
-def _refused(exc: ControlError) -> ApiError:
-    return ApiError(exc.status, exc.message, field=exc.field)
+def _refused_as_api(action: Callable[[], T]) -> T:
+    """Run a call-control action; its refusal (ControlError) becomes the JSON error naming the field."""
+    try:
+        return action()
+    except ControlError as exc:
+        raise ApiError(exc.status, exc.message, field=exc.field) from None
 
 
 def _done(request: web.Request, action: str, name: str, **fields: Any) -> None:
@@ -142,10 +148,7 @@ async def api_desk_device(request: web.Request) -> web.StreamResponse:
     device = body.get("device")
     if device not in ("browser", "phone"):
         raise ApiError(422, "expected browser or phone", field="device")
-    try:
-        control.set_device(name, device)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    _refused_as_api(lambda: control.set_device(name, device))
     _done(request, "device", name, device=device, call_id=None)
     return web.json_response({"operator": name, "device": device})
 
@@ -164,7 +167,7 @@ async def api_desk_webrtc(request: web.Request) -> web.StreamResponse:
     try:
         answer = await control.connect_browser(name, sdp)
     except ControlError as exc:
-        raise _refused(exc) from None
+        raise ApiError(exc.status, exc.message, field=exc.field) from None
     _done(request, "webrtc", name, call_id=None)
     return web.json_response({"type": "answer", "sdp": answer})
 
@@ -177,10 +180,7 @@ async def api_desk_answer(request: web.Request) -> web.StreamResponse:
     offer_id = body.get("offer_id")
     if isinstance(offer_id, bool) or not isinstance(offer_id, int) or offer_id < 1:
         raise ApiError(422, "expected the offer's id (a positive integer)", field="offer_id")
-    try:
-        call = control.answer(name, offer_id)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.answer(name, offer_id))
     _done(request, "answer", name, call_id=call["call_id"] if call else None, offer_id=offer_id)
     return _answer(name, call)
 
@@ -191,10 +191,7 @@ async def api_desk_hangup(request: web.Request) -> web.StreamResponse:
     offer (a missed offer: the call rings elsewhere)."""
     body = await _body(request, ("operator",))
     control, name = _acting_for(request, body.get("operator"))
-    try:
-        call = control.hangup(name)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.hangup(name))
     _done(request, "hangup", name, call_id=call["call_id"] if call else None)
     return _answer(name, call)
 
@@ -205,10 +202,7 @@ async def api_desk_hold(request: web.Request) -> web.StreamResponse:
     body = await _body(request, ("held", "operator"))
     control, name = _acting_for(request, body.get("operator"))
     held = _flag(body, "held")
-    try:
-        call = control.hold(name, held)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.hold(name, held))
     _done(request, "hold", name, call_id=call["call_id"] if call else None, held=held)
     return _answer(name, call)
 
@@ -219,10 +213,7 @@ async def api_desk_mute(request: web.Request) -> web.StreamResponse:
     body = await _body(request, ("muted", "operator"))
     control, name = _acting_for(request, body.get("operator"))
     muted = _flag(body, "muted")
-    try:
-        call = control.mute(name, muted)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.mute(name, muted))
     _done(request, "mute", name, call_id=call["call_id"] if call else None, muted=muted)
     return _answer(name, call)
 
@@ -232,10 +223,7 @@ async def api_desk_dtmf(request: web.Request) -> web.StreamResponse:
     """Send digits (0-9 * # A-D, up to 32) as RFC 4733 events on the caller's leg."""
     body = await _body(request, ("digits", "operator"))
     control, name = _acting_for(request, body.get("operator"))
-    try:
-        call = control.dtmf(name, body.get("digits"))
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.dtmf(name, body.get("digits")))
     _done(request, "dtmf", name, call_id=call["call_id"] if call else None)
     return _answer(name, call)
 
@@ -249,10 +237,7 @@ async def api_desk_transfer(request: web.Request) -> web.StreamResponse:
     targets = {key: _text(body, key) for key in ("number", "queue", "operator") if key in body}
     if len(targets) != 1:
         raise ApiError(422, "give exactly one of number, queue, operator", field=next(iter(targets), "number"))
-    try:
-        result = control.transfer(name, **targets)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    result = _refused_as_api(lambda: control.transfer(name, **targets))
     _done(request, "transfer", name, call_id=result["call_id"], target=result["target"])
     return _answer(name, control.current(name), transferred=result)
 
@@ -264,10 +249,7 @@ async def api_desk_conference(request: web.Request) -> web.StreamResponse:
     body = await _body(request, ("number", "service", "operator"))
     control, name = _acting_for(request, body.get("operator"))
     number, service = _text(body, "number"), _text(body, "service")
-    try:
-        party = control.conference(name, number=number, service=service)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    party = _refused_as_api(lambda: control.conference(name, number=number, service=service))
     _done(request, "conference", name, call_id=None, party_call_id=party["call_id"], label=party["label"])
     return _answer(name, control.current(name), status=201, party=party)
 
@@ -279,10 +261,7 @@ async def api_desk_drop_party(request: web.Request) -> web.StreamResponse:
     body = await _body(request, ("operator",))
     control, name = _acting_for(request, body.get("operator"))
     party_call_id = request.match_info["party_call_id"]
-    try:
-        call = control.drop_party(name, party_call_id)
-    except ControlError as exc:
-        raise _refused(exc) from None
+    call = _refused_as_api(lambda: control.drop_party(name, party_call_id))
     _done(request, "drop_party", name, call_id=call["call_id"] if call else None, party_call_id=party_call_id)
     return _answer(name, call)
 
@@ -311,7 +290,7 @@ async def api_desk_dial(request: web.Request) -> web.StreamResponse:
         if isinstance(elder_id, bool) or not isinstance(elder_id, int) or elder_id < 1:
             raise ApiError(422, "expected the elder's id (a positive integer)", field="elder_id")
         store = getattr(request.app[DESK].engine, "directory", None)
-        if store is not None and await store.elder(elder_id) is None:
+        if store is not None and not await store.has_elder(elder_id):
             raise ApiError(422, "no elder with this id", field="elder_id")
     try:
         placed = dialler.call(name, number, elder_id=elder_id)

@@ -48,8 +48,8 @@ class FakeControl:
 
 
 class FakeDirectory:
-    async def elder(self, elder_id: int) -> dict[str, Any] | None:
-        return {"id": elder_id} if elder_id < 100 else None
+    async def has_elder(self, elder_id: int) -> bool:
+        return elder_id < 100
 
 
 class DialEngine(FakeEngine):
